@@ -1,0 +1,120 @@
+package mux
+
+import (
+	"fmt"
+	"time"
+)
+
+// Transport selects the framing a session speaks on its connection.
+type Transport int
+
+const (
+	// Native is muxrpc's own framing, described in PROTOCOL.md: the default.
+	Native Transport = iota
+
+	// Smux speaks github.com/xtaci/smux protocol version 2, for peers that
+	// already do (for example over KCP). It lacks what smux lacks: Reset,
+	// GoAway, Ping and CloseWrite return ErrUnsupported, refused streams look
+	// like streams closed at once, and there is no connection preface.
+	Smux
+)
+
+func (t Transport) String() string {
+	switch t {
+	case Native:
+		return "native"
+	case Smux:
+		return "smux"
+	}
+	return fmt.Sprintf("Transport(%d)", int(t))
+}
+
+const (
+	defaultMaxIncomingStreams = 1000
+	defaultStreamWindow       = 256 << 10
+	defaultMaxFrameSize       = 64 << 10
+	minFrameSize              = 1 << 10
+	minStreamWindow           = 1 << 10
+	defaultKeepAliveInterval  = 15 * time.Second
+	defaultKeepAliveTimeout   = 45 * time.Second
+	defaultHandshakeTimeout   = 10 * time.Second
+	defaultCloseTimeout       = 5 * time.Second
+)
+
+// Config tunes a session. The zero value of each field means its default,
+// so a nil *Config is the defaults. Both peers may use different values.
+type Config struct {
+	// Transport selects the framing; Native by default.
+	Transport Transport
+
+	// MaxIncomingStreams bounds the streams the peer may have open toward
+	// this side at once, counting those not yet accepted. The peer learns the
+	// limit in the handshake: its Open waits for a free slot, and streams
+	// over the limit are refused (ErrRefused). Default 1000.
+	MaxIncomingStreams int
+
+	// StreamWindow is how many bytes the peer may send on one stream before
+	// this side's application reads them. A session buffers at most
+	// StreamWindow bytes per open stream. Default 256 KiB, minimum 1 KiB.
+	StreamWindow int
+
+	// MaxFrameSize is the largest frame payload this side accepts.
+	// Default 64 KiB; from 1 KiB to 16 MiB-1.
+	MaxFrameSize int
+
+	// KeepAliveInterval is how long the session may be idle before it pings
+	// the peer. Default 15s; negative turns keepalive off.
+	KeepAliveInterval time.Duration
+
+	// KeepAliveTimeout ends the session when nothing has been received from
+	// the peer, or a write has not completed, for this long. Default 45s; it
+	// must exceed KeepAliveInterval.
+	KeepAliveTimeout time.Duration
+
+	// HandshakeTimeout bounds the exchange of prefaces when a session starts.
+	// Default 10s.
+	HandshakeTimeout time.Duration
+
+	// CloseTimeout bounds how long Close waits for open streams to finish
+	// after its GoAway. Default 5s.
+	CloseTimeout time.Duration
+}
+
+// withDefaults returns a copy of c with defaults filled in, or an error that
+// names the first invalid field.
+func (c *Config) withDefaults() (Config, error) {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	setDefault(&out.MaxIncomingStreams, defaultMaxIncomingStreams)
+	setDefault(&out.StreamWindow, defaultStreamWindow)
+	setDefault(&out.MaxFrameSize, defaultMaxFrameSize)
+	setDefault(&out.KeepAliveInterval, defaultKeepAliveInterval)
+	setDefault(&out.KeepAliveTimeout, defaultKeepAliveTimeout)
+	setDefault(&out.HandshakeTimeout, defaultHandshakeTimeout)
+	setDefault(&out.CloseTimeout, defaultCloseTimeout)
+	switch {
+	case out.Transport != Native && out.Transport != Smux:
+		return out, fmt.Errorf("mux: config: unknown Transport %d", int(out.Transport))
+	case out.MaxIncomingStreams < 0 || out.MaxIncomingStreams > maxStreamID:
+		return out, fmt.Errorf("mux: config: MaxIncomingStreams %d out of range [1, 2^31-1]", out.MaxIncomingStreams)
+	case out.StreamWindow < minStreamWindow || out.StreamWindow > maxWindow:
+		return out, fmt.Errorf("mux: config: StreamWindow %d out of range [1 KiB, 2^31-1]", out.StreamWindow)
+	case out.MaxFrameSize < minFrameSize || out.MaxFrameSize > maxFramePayload:
+		return out, fmt.Errorf("mux: config: MaxFrameSize %d out of range [1 KiB, 16 MiB-1]", out.MaxFrameSize)
+	case out.KeepAliveInterval > 0 && out.KeepAliveTimeout <= out.KeepAliveInterval:
+		return out, fmt.Errorf("mux: config: KeepAliveTimeout %v must exceed KeepAliveInterval %v", out.KeepAliveTimeout, out.KeepAliveInterval)
+	case out.HandshakeTimeout < 0:
+		return out, fmt.Errorf("mux: config: negative HandshakeTimeout %v", out.HandshakeTimeout)
+	case out.CloseTimeout < 0:
+		return out, fmt.Errorf("mux: config: negative CloseTimeout %v", out.CloseTimeout)
+	}
+	return out, nil
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}

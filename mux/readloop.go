@@ -1,0 +1,247 @@
+package mux
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"time"
+)
+
+// The receive path: one goroutine reads frames from a buffered reader and
+// dispatches them. It never writes to the connection (see writer.go) and
+// never waits for the application: data goes into the stream's buffer,
+// which flow control bounds, and new streams into the pending list, which
+// the stream limit bounds.
+
+func (s *Session) readLoop() {
+	defer s.wg.Done()
+	s.fail(s.readFrames())
+}
+
+func (s *Session) readFrames() error {
+	maxPayload := uint32(s.cfg.MaxFrameSize)
+	for {
+		hb, err := s.br.Peek(frameHeaderLen)
+		if err != nil {
+			return s.connError(err, len(hb))
+		}
+		h, err := parseFrameHeader(hb, maxPayload)
+		if err != nil {
+			return s.protocolError(err)
+		}
+		s.br.Discard(frameHeaderLen)
+		s.frameCount.Add(1)
+		switch h.typ {
+		case frameData:
+			err = s.onData(h)
+		case frameReset, frameWindowUpdate:
+			err = s.onStreamControl(h)
+		case framePing:
+			err = s.onPing(h)
+		case frameGoAway:
+			err = s.onGoAway(h)
+		case frameSettings:
+			err = s.protocolError(fmt.Errorf("%w: SETTINGS after the handshake", errFrame))
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// connError turns a read error into the session's error. partial is how
+// many bytes of an unfinished frame had arrived.
+func (s *Session) connError(err error, partial int) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if partial > 0 {
+			return fmt.Errorf("%w: connection closed in the middle of a frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
+		}
+		return fmt.Errorf("mux: connection closed by peer: %w", io.EOF)
+	}
+	return fmt.Errorf("mux: reading from the connection: %w", err)
+}
+
+// protocolError tells the peer why the session ends, briefly waiting for
+// the GoAway to leave, and returns the session's error.
+func (s *Session) protocolError(cause error) error {
+	err := fmt.Errorf("%w: %w", ErrProtocol, cause)
+	debug := []byte(cause.Error())
+	if len(debug) > minFrameSize-8 {
+		debug = debug[:minFrameSize-8]
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.GoAway(GoAwayProtocolError, debug)
+	return err
+}
+
+// payload returns the next n bytes of the connection, which must fit the
+// reader's buffer (control frames only).
+func (s *Session) payload(n int) ([]byte, error) {
+	p, err := s.br.Peek(n)
+	if err != nil {
+		return nil, s.connError(err, 1)
+	}
+	s.br.Discard(n)
+	return p, nil
+}
+
+func (s *Session) isPeerID(id uint32) bool { return id%2 == 0 == s.client }
+
+func (s *Session) onData(h frameHeader) error {
+	n := int(h.length)
+	var st *Stream
+	if h.flags&flagOpen != 0 {
+		p, err := s.br.Peek(min(n, binary.MaxVarintLen32))
+		if err != nil && len(p) < n {
+			return s.connError(err, 1)
+		}
+		t, k := binary.Uvarint(p)
+		if k <= 0 || t > math.MaxUint32 {
+			return s.protocolError(fmt.Errorf("%w: bad stream type in the opening frame of stream %d", errFrame, h.streamID))
+		}
+		s.br.Discard(k)
+		n -= k
+		if st, err = s.openIncoming(h.streamID, StreamType(t)); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if st, err = s.lookup(h); err != nil {
+			return err
+		}
+	}
+	if st == nil { // refused, or already closed
+		if _, err := s.br.Discard(n); err != nil {
+			return s.connError(err, 1)
+		}
+		return nil
+	}
+	if err := st.deliver(s.br, n, h.flags&flagEnd != 0); err != nil {
+		return s.connError(err, 1)
+	}
+	return nil
+}
+
+// openIncoming admits a stream the peer opens, or refuses it: after this
+// side's GoAway or Close, or over MaxIncomingStreams. It returns nil for a
+// refused stream.
+func (s *Session) openIncoming(id uint32, t StreamType) (*Stream, error) {
+	s.mu.Lock()
+	if !s.isPeerID(id) || id <= s.lastPeerID {
+		last := s.lastPeerID
+		s.mu.Unlock()
+		return nil, s.protocolError(fmt.Errorf("%w: stream %d opened out of order (last peer stream %d)", errFrame, id, last))
+	}
+	s.lastPeerID = id
+	if s.goAwaySent != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
+		s.mu.Unlock()
+		s.sendControl(frameHeader{length: 4, typ: frameReset, streamID: id}, false, ResetRefused)
+		return nil, nil
+	}
+	st := newStream(s, id, t)
+	s.numIn++
+	s.streams[id] = st
+	s.pending = append(s.pending, st)
+	if ready := s.acceptors[t]; ready != nil {
+		signal(ready)
+	}
+	s.mu.Unlock()
+	return st, nil
+}
+
+// lookup finds the stream a frame is for. It returns nil for a stream that
+// has ended, whose late frames are ignored, and an error for one that never
+// existed.
+func (s *Session) lookup(h frameHeader) (*Stream, error) {
+	s.mu.Lock()
+	st := s.streams[h.streamID]
+	never := st == nil && (s.isPeerID(h.streamID) && h.streamID > s.lastPeerID ||
+		!s.isPeerID(h.streamID) && h.streamID >= s.nextID)
+	s.mu.Unlock()
+	if never {
+		return nil, s.protocolError(fmt.Errorf("%w: %s for stream %d, which was never opened", errFrame, h.typ, h.streamID))
+	}
+	return st, nil
+}
+
+func (s *Session) onStreamControl(h frameHeader) error {
+	p, err := s.payload(4)
+	if err != nil {
+		return err
+	}
+	v := binary.BigEndian.Uint32(p)
+	st, err := s.lookup(h)
+	if err != nil || st == nil {
+		return err
+	}
+	if h.typ == frameReset {
+		if st.failBy(&ResetError{Code: v, Remote: true}) {
+			s.forget(st)
+		}
+		return nil
+	}
+	if v == 0 || v > maxWindow {
+		return s.protocolError(fmt.Errorf("%w: window increment %d on stream %d", errFrame, v, h.streamID))
+	}
+	if !st.addCredit(int(v)) {
+		st.resetLocally(ResetFlowControl)
+	}
+	return nil
+}
+
+func (s *Session) onPing(h frameHeader) error {
+	p, err := s.payload(8)
+	if err != nil {
+		return err
+	}
+	seq := binary.BigEndian.Uint64(p)
+	if h.flags&flagAck == 0 {
+		s.sendPing(seq, true, false)
+		return nil
+	}
+	s.mu.Lock()
+	if answered := s.pings[seq]; answered != nil {
+		close(answered)
+		delete(s.pings, seq)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// onGoAway records the peer's GoAway and fails, as never processed, the
+// streams this side opened that the peer did not take.
+func (s *Session) onGoAway(h frameHeader) error {
+	p, err := s.payload(int(h.length))
+	if err != nil {
+		return err
+	}
+	g := &GoAwayError{
+		LastStreamID: binary.BigEndian.Uint32(p),
+		Code:         binary.BigEndian.Uint32(p[4:]),
+		Debug:        append([]byte(nil), p[8:]...),
+		Remote:       true,
+	}
+	var excluded []*Stream
+	s.mu.Lock()
+	if s.goAwayRecv == nil || g.LastStreamID < s.goAwayRecv.LastStreamID {
+		s.goAwayRecv = g
+	}
+	for id, st := range s.streams {
+		if !s.isPeerID(id) && id > g.LastStreamID {
+			excluded = append(excluded, st)
+		}
+	}
+	if s.slotFreed != nil {
+		close(s.slotFreed)
+		s.slotFreed = nil
+	}
+	s.mu.Unlock()
+	for _, st := range excluded {
+		if st.failBy(refusedBy(g)) {
+			s.forget(st)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package mux
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/xtaci/smux"
+)
+
+// The Smux transport: sessions that speak github.com/xtaci/smux protocol
+// version 2 underneath the same Session and Stream API. Each stream starts
+// with its type as a uvarint, since smux has no stream types. Admission,
+// accept queues, Close's drain and the session's end are shared with the
+// native engine; frames, flow control and keepalive are smux's.
+//
+// What smux cannot give is refused plainly (ErrUnsupported): Reset, GoAway,
+// Ping and CloseWrite. A stream over MaxIncomingStreams is closed at once,
+// so the opener sees io.EOF, not ErrRefused.
+
+func newSmuxSession(conn io.ReadWriteCloser, c Config, client bool, s *Session) (*Session, error) {
+	sc := smux.DefaultConfig()
+	sc.Version = 2
+	sc.MaxFrameSize = min(c.MaxFrameSize, 65535)
+	sc.MaxStreamBuffer = c.StreamWindow
+	// One receive budget for the whole session freezes every stream when it
+	// runs out (smux's head-of-line freeze), so size it for the worst case:
+	// every admitted stream holding a full first window of 256 KiB.
+	sc.MaxReceiveBuffer = max(sc.MaxReceiveBuffer, min(max(c.StreamWindow, 256<<10)*(c.MaxIncomingStreams+1), 1<<30))
+	if c.KeepAliveInterval < 0 {
+		sc.KeepAliveDisabled = true
+	} else {
+		sc.KeepAliveInterval, sc.KeepAliveTimeout = c.KeepAliveInterval, c.KeepAliveTimeout
+	}
+	if err := smux.VerifyConfig(sc); err != nil {
+		return nil, fmt.Errorf("mux: config for the Smux transport: %w", err)
+	}
+	var err error
+	if client {
+		s.smux, err = smux.Client(conn, sc)
+	} else {
+		s.smux, err = smux.Server(conn, sc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mux: starting smux: %w", err)
+	}
+	s.peer = settings{maxIncomingStreams: maxStreamID, initialWindow: uint32(c.StreamWindow), maxFrameSize: uint32(sc.MaxFrameSize)}
+	s.wg.Add(1)
+	go s.smuxAcceptLoop()
+	return s, nil
+}
+
+// smuxAcceptLoop takes every stream smux accepts, so that smux's fixed
+// accept backlog never fills and freezes the session, and admits each once
+// its type has arrived.
+func (s *Session) smuxAcceptLoop() {
+	defer s.wg.Done()
+	for {
+		sms, err := s.smux.AcceptStream()
+		if err != nil {
+			if errors.Is(err, io.ErrClosedPipe) {
+				err = fmt.Errorf("mux: smux session ended: %w", io.EOF)
+			}
+			s.fail(err)
+			return
+		}
+		runtime.SetFinalizer(sms, nil) // smux would close a dropped stream behind the application's back
+		s.wg.Add(1)
+		go s.smuxAdmit(sms)
+	}
+}
+
+// smuxAdmit reads a new stream's type, within the handshake timeout, and
+// queues the stream for AcceptType, or closes it over the stream limit.
+func (s *Session) smuxAdmit(sms *smux.Stream) {
+	defer s.wg.Done()
+	sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	t, err := binary.ReadUvarint(byteReader{sms})
+	sms.SetReadDeadline(time.Time{})
+	if err != nil || t > 1<<32-1 {
+		sms.Close()
+		return
+	}
+	s.mu.Lock()
+	if s.err != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
+		s.mu.Unlock()
+		sms.Close()
+		return
+	}
+	st := &Stream{sess: s, typ: StreamType(t), in: true, sm: sms}
+	st.opened.Store(true)
+	s.numIn++
+	s.pending = append(s.pending, st)
+	if ready := s.acceptors[st.typ]; ready != nil {
+		signal(ready)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Session) smuxOpen(ctx context.Context, t StreamType) (*Stream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, refusedBy(err)
+	}
+	s.mu.Lock()
+	if err := s.openErrLocked(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.numOut++
+	s.mu.Unlock()
+	st := &Stream{sess: s, typ: t, sm: nil}
+	sms, err := s.smux.OpenStream()
+	if err == nil {
+		runtime.SetFinalizer(sms, nil)
+		_, err = sms.Write(binary.AppendUvarint(nil, uint64(t)))
+	}
+	if err != nil {
+		if sms != nil {
+			sms.Close()
+		}
+		s.forget(st)
+		return nil, refusedBy(fmt.Errorf("mux: opening a smux stream: %w", err))
+	}
+	st.sm = sms
+	st.opened.Store(true)
+	return st, nil
+}
+
+func (st *Stream) smuxRead(p []byte) (int, error) {
+	n, err := st.sm.Read(p)
+	return n, st.smuxErr(err)
+}
+
+func (st *Stream) smuxWrite(p []byte) (int, error) {
+	n, err := st.sm.Write(p)
+	return n, st.smuxErr(err)
+}
+
+// smuxClose closes a smux stream once and frees its slot.
+func (st *Stream) smuxClose() error {
+	st.mu.Lock()
+	already := st.closed
+	st.closed = true
+	st.mu.Unlock()
+	if already {
+		return nil
+	}
+	err := st.sm.Close()
+	st.sess.forget(st)
+	return err
+}
+
+// smuxErr reports smux's errors in this package's terms.
+func (st *Stream) smuxErr(err error) error {
+	switch {
+	case err == nil || err == io.EOF:
+		return err
+	case errors.Is(err, io.ErrClosedPipe):
+		st.mu.Lock()
+		closed := st.closed
+		st.mu.Unlock()
+		if closed {
+			return ErrStreamClosed
+		}
+		if serr := st.sess.Err(); serr != nil {
+			return serr
+		}
+		return io.EOF
+	}
+	return err
+}
+
+// byteReader reads one byte at a time, for reading a stream's type without
+// consuming anything after it.
+type byteReader struct{ r io.Reader }
+
+func (b byteReader) ReadByte() (byte, error) {
+	var one [1]byte
+	_, err := io.ReadFull(b.r, one[:])
+	return one[0], err
+}

@@ -1,0 +1,594 @@
+package mux
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xtaci/smux"
+)
+
+// A Stream is one full-duplex byte stream of a session. It is a net.Conn:
+// Read, Write and Close behave as on TCP, deadlines work, and in addition
+// CloseWrite ends only this side's direction and Reset aborts both.
+//
+// A stream is never closed behind the application's back: one the
+// application drops stays open until the session ends.
+type Stream struct {
+	sess *Session
+	typ  StreamType
+	in   bool          // opened by the peer
+	id   atomic.Uint32 // 0 until an outgoing stream sends its first frame
+	sm   *smux.Stream  // set on the Smux transport, which uses nothing below
+
+	writeMu sync.Mutex  // one writer at a time, so frames keep their order
+	opened  atomic.Bool // the peer has been told of the stream
+
+	mu         sync.Mutex
+	rbuf       []byte // received bytes are rbuf[roff:]
+	roff       int
+	delivering bool // the reader goroutine is filling rbuf past len
+	recvEnd    bool // the peer ended its direction
+	recvWindow int  // bytes the peer may still send
+	unacked    int  // bytes read but not yet credited back to the peer
+	rerr       error
+	readWake   chan struct{}
+	sendWindow int // bytes this side may still send
+	sentEnd    bool
+	werr       error
+	writeWake  chan struct{}
+	closed     bool // Close was called
+	gone       bool // the session has forgotten the stream
+	accepted   bool // incoming: taken by an accept
+	rdl, wdl   deadline
+}
+
+// deadline is one direction's deadline: expired turns true when it passes.
+type deadline struct {
+	timer   *time.Timer
+	gen     uint64
+	expired bool
+}
+
+func newStream(s *Session, id uint32, t StreamType) *Stream {
+	st := &Stream{
+		sess:       s,
+		typ:        t,
+		in:         id != 0,
+		recvWindow: s.cfg.StreamWindow,
+		sendWindow: int(s.peer.initialWindow),
+	}
+	if id != 0 {
+		st.id.Store(id)
+		st.opened.Store(true)
+	}
+	return st
+}
+
+// ID returns the stream's id on the wire, or 0 for a stream this side
+// opened and has not yet sent anything on.
+func (st *Stream) ID() uint32 {
+	if st.sm != nil {
+		return st.sm.ID()
+	}
+	return st.id.Load()
+}
+
+// Type returns the stream's type.
+func (st *Stream) Type() StreamType { return st.typ }
+
+// Session returns the session the stream belongs to.
+func (st *Stream) Session() *Session { return st.sess }
+
+func (st *Stream) outgoing() bool { return !st.in }
+
+// Read reads what the peer sent. It returns io.EOF after the peer's
+// CloseWrite or Close once everything before it has been read, and an
+// error carrying the code after a Reset.
+func (st *Stream) Read(p []byte) (int, error) {
+	if st.sm != nil {
+		return st.smuxRead(p)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !st.opened.Load() {
+		st.announce()
+	}
+	st.mu.Lock()
+	for {
+		if st.roff < len(st.rbuf) {
+			n := copy(p, st.rbuf[st.roff:])
+			st.roff += n
+			credit := st.creditLocked(n)
+			if st.roff < len(st.rbuf) {
+				signal(st.readWake) // another reader may take the rest
+			}
+			st.mu.Unlock()
+			if credit > 0 {
+				st.sess.sendControl(frameHeader{length: 4, typ: frameWindowUpdate, streamID: st.id.Load()}, true, uint32(credit))
+			}
+			return n, nil
+		}
+		if st.recvEnd {
+			st.mu.Unlock()
+			return 0, io.EOF
+		}
+		if st.rerr != nil {
+			err := st.rerr
+			st.mu.Unlock()
+			return 0, err
+		}
+		if st.rdl.expired {
+			st.mu.Unlock()
+			return 0, os.ErrDeadlineExceeded
+		}
+		wake := st.waitChan(&st.readWake)
+		st.mu.Unlock()
+		<-wake
+		st.mu.Lock()
+	}
+}
+
+// creditLocked counts n bytes as read and returns the window to give back
+// to the peer, once half the window has been read.
+func (st *Stream) creditLocked(n int) int {
+	st.unacked += n
+	if st.unacked < st.sess.cfg.StreamWindow/2 || st.recvEnd || st.rerr != nil {
+		return 0
+	}
+	credit := st.unacked
+	st.unacked = 0
+	st.recvWindow += credit
+	return credit
+}
+
+// waitChan returns the stream's wake-up channel, making it on first use.
+func (st *Stream) waitChan(c *chan struct{}) chan struct{} {
+	if *c == nil {
+		*c = make(chan struct{}, 1)
+	}
+	return *c
+}
+
+// wakeLocked wakes every waiter of the stream; each wakes the next.
+func (st *Stream) wakeLocked() {
+	if st.readWake != nil {
+		signal(st.readWake)
+	}
+	if st.writeWake != nil {
+		signal(st.writeWake)
+	}
+}
+
+// announce tells the peer of a stream this side opened and has not written
+// to, so that a Read waiting for the peer to speak first is not waiting in
+// vain.
+func (st *Stream) announce() {
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	if !st.opened.Load() {
+		st.writeLocked(nil, false)
+	}
+}
+
+// Write writes p to the stream, waiting for the peer's flow-control credit
+// when its window is full.
+func (st *Stream) Write(p []byte) (int, error) {
+	if st.sm != nil {
+		return st.smuxWrite(p)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	return st.writeLocked(p, false)
+}
+
+// CloseWrite ends this side's direction: the peer reads everything written
+// so far and then io.EOF. Reading goes on. On the Smux transport it returns
+// ErrUnsupported, since smux's half-close loses data.
+func (st *Stream) CloseWrite() error {
+	if st.sm != nil {
+		return ErrUnsupported
+	}
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	st.mu.Lock()
+	done := st.sentEnd
+	st.mu.Unlock()
+	if done {
+		return nil
+	}
+	_, err := st.writeLocked(nil, true)
+	return err
+}
+
+// writeLocked sends p in frames as the window allows, ending the direction
+// when end is set; an empty p sends one empty frame. The caller holds
+// writeMu.
+func (st *Stream) writeLocked(p []byte, end bool) (int, error) {
+	written := 0
+	maxFrame := int(st.sess.peer.maxFrameSize) - 5 // room for the stream type
+	for {
+		st.mu.Lock()
+		if st.werr != nil {
+			err := st.werr
+			st.mu.Unlock()
+			return written, err
+		}
+		if st.wdl.expired {
+			st.mu.Unlock()
+			return written, os.ErrDeadlineExceeded
+		}
+		n := len(p)
+		if n > 0 {
+			if st.sendWindow == 0 {
+				wake := st.waitChan(&st.writeWake)
+				st.mu.Unlock()
+				<-wake
+				continue
+			}
+			n = min(n, st.sendWindow, maxFrame)
+			st.sendWindow -= n
+		}
+		last := end && n == len(p)
+		if last {
+			st.sentEnd = true
+			st.werr = ErrWriteClosed
+		}
+		finished := last && st.finishedLocked()
+		st.mu.Unlock()
+
+		err := st.sess.sendData(st, p[:n], last)
+		if err != nil {
+			st.abort(err)
+			return written, err
+		}
+		st.opened.Store(true)
+		written += n
+		p = p[n:]
+		if finished {
+			st.sess.forget(st)
+		}
+		if len(p) == 0 && (last || !end) {
+			if st.sendWindow > 0 && st.writeWake != nil {
+				st.mu.Lock()
+				signal(st.writeWake)
+				st.mu.Unlock()
+			}
+			return written, nil
+		}
+	}
+}
+
+// finishedLocked reports, once, that both directions are over, so the
+// session can forget the stream.
+func (st *Stream) finishedLocked() bool {
+	if st.gone || !(st.recvEnd || st.rerr != nil) || !(st.sentEnd || st.werr != nil) {
+		return false
+	}
+	st.gone = true
+	return true
+}
+
+// Close closes both directions, as closing a TCP connection does: what was
+// written is delivered, then the peer reads io.EOF; if the peer has not
+// finished sending, its further writes fail. Close never blocks on the
+// peer.
+func (st *Stream) Close() error {
+	if st.sm != nil {
+		return st.smuxClose()
+	}
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return nil
+	}
+	st.closed = true
+	sendEnd := !st.sentEnd && st.werr == nil
+	sendReset := !st.recvEnd && st.rerr == nil && !st.gone
+	if st.werr == nil || st.werr == ErrWriteClosed {
+		st.werr = ErrStreamClosed
+	}
+	if st.rerr == nil {
+		st.rerr = ErrStreamClosed
+	}
+	st.recvEnd = false // Read reports the close, not EOF
+	st.dropInputLocked()
+	st.stopDeadlinesLocked()
+	st.wakeLocked()
+	finished := st.finishedLocked()
+	st.mu.Unlock()
+
+	if sendEnd || sendReset {
+		st.writeMu.Lock() // after any Write in progress, which now stops
+		if st.opened.Load() {
+			if sendEnd {
+				st.sess.sendData(st, nil, true)
+			}
+			if sendReset {
+				st.sess.sendControl(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, true, ResetCancel)
+			}
+		}
+		st.writeMu.Unlock()
+	}
+	if finished {
+		st.sess.forget(st)
+	}
+	return nil
+}
+
+// Reset aborts both directions with code: the peer's reads and writes fail
+// with a *ResetError carrying it, and so do this side's. On the Smux
+// transport the stream is closed and ErrUnsupported returned.
+func (st *Stream) Reset(code uint32) error {
+	if st.sm != nil {
+		st.sm.Close()
+		return ErrUnsupported
+	}
+	st.mu.Lock()
+	if st.gone || st.closed {
+		st.mu.Unlock()
+		return nil
+	}
+	err := &ResetError{Code: code}
+	st.werr, st.rerr, st.recvEnd = err, err, false
+	st.dropInputLocked()
+	st.wakeLocked()
+	st.finishedLocked()
+	st.mu.Unlock()
+	st.writeMu.Lock() // after any Write in progress, which now stops
+	if st.opened.Load() {
+		st.sess.sendControl(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, true, code)
+	}
+	st.writeMu.Unlock()
+	st.sess.forget(st)
+	return nil
+}
+
+// dropInputLocked discards unread input.
+func (st *Stream) dropInputLocked() {
+	st.roff = len(st.rbuf)
+	if !st.delivering {
+		st.rbuf, st.roff = nil, 0
+	}
+}
+
+// abort fails the stream after the session could not send its frame.
+func (st *Stream) abort(err error) {
+	st.mu.Lock()
+	if st.werr == nil || st.werr == ErrWriteClosed {
+		st.werr = err
+	}
+	if st.rerr == nil && !st.recvEnd {
+		st.rerr = err
+	}
+	st.wakeLocked()
+	finished := st.finishedLocked()
+	st.mu.Unlock()
+	if finished {
+		st.sess.forget(st)
+	}
+}
+
+// failBy ends the stream with err from the peer's side: a RESET, or a
+// GoAway that excludes the stream. It reports whether the session should
+// forget the stream.
+func (st *Stream) failBy(err error) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.werr == nil || st.werr == ErrWriteClosed {
+		st.werr = err
+	}
+	if !st.recvEnd && st.rerr == nil {
+		st.rerr = err
+		st.dropInputLocked()
+	}
+	st.wakeLocked()
+	return st.finishedLocked()
+}
+
+// sessionEnded fails whatever the stream still expected from the session.
+func (st *Stream) sessionEnded(err error) {
+	if !st.opened.Load() {
+		err = refusedBy(err)
+	}
+	st.mu.Lock()
+	if st.werr == nil {
+		st.werr = err
+	}
+	if !st.recvEnd && st.rerr == nil {
+		st.rerr = err
+	}
+	st.gone = true
+	st.wakeLocked()
+	st.mu.Unlock()
+}
+
+// deliver moves an n-byte DATA payload from br into the stream. A payload
+// beyond the stream's window resets the stream; only a connection error is
+// returned.
+func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
+	st.mu.Lock()
+	if st.rerr != nil || st.recvEnd {
+		st.mu.Unlock()
+		_, err := br.Discard(n)
+		return err
+	}
+	if n > st.recvWindow {
+		st.mu.Unlock()
+		if _, err := br.Discard(n); err != nil {
+			return err
+		}
+		st.resetLocally(ResetFlowControl)
+		return nil
+	}
+	st.recvWindow -= n
+	if n > 0 {
+		region := st.reserveLocked(n)
+		st.delivering = true
+		st.mu.Unlock()
+		_, err := io.ReadFull(br, region)
+		st.mu.Lock()
+		st.delivering = false
+		if err != nil {
+			st.mu.Unlock()
+			return err
+		}
+		if st.rerr == nil {
+			st.rbuf = st.rbuf[:len(st.rbuf)+n]
+		}
+	}
+	if end && st.rerr == nil {
+		st.recvEnd = true
+	}
+	if st.readWake != nil {
+		signal(st.readWake)
+	}
+	finished := st.finishedLocked()
+	st.mu.Unlock()
+	if finished {
+		st.sess.forget(st)
+	}
+	return nil
+}
+
+// reserveLocked makes room for n more bytes after rbuf's length and
+// returns that room.
+func (st *Stream) reserveLocked(n int) []byte {
+	if st.roff == len(st.rbuf) {
+		st.rbuf, st.roff = st.rbuf[:0], 0
+	}
+	if cap(st.rbuf)-len(st.rbuf) < n {
+		unread := len(st.rbuf) - st.roff
+		if unread+n <= cap(st.rbuf) {
+			copy(st.rbuf, st.rbuf[st.roff:])
+		} else {
+			grown := make([]byte, unread, max(unread+n, 2*cap(st.rbuf), 512))
+			copy(grown, st.rbuf[st.roff:])
+			st.rbuf = grown
+		}
+		st.rbuf, st.roff = st.rbuf[:unread], 0
+	}
+	return st.rbuf[len(st.rbuf) : len(st.rbuf)+n]
+}
+
+// resetLocally resets the stream for a fault of the peer's, telling it.
+func (st *Stream) resetLocally(code uint32) {
+	st.mu.Lock()
+	err := &ResetError{Code: code}
+	if st.werr == nil || st.werr == ErrWriteClosed {
+		st.werr = err
+	}
+	if st.rerr == nil {
+		st.rerr, st.recvEnd = err, false
+		st.dropInputLocked()
+	}
+	st.wakeLocked()
+	finished := st.finishedLocked()
+	st.mu.Unlock()
+	st.sess.sendControl(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, false, code)
+	if finished {
+		st.sess.forget(st)
+	}
+}
+
+// addCredit adds the peer's window update; it reports false if the window
+// overflows.
+func (st *Stream) addCredit(n int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.sendWindow+n > maxWindow {
+		return false
+	}
+	st.sendWindow += n
+	if st.writeWake != nil {
+		signal(st.writeWake)
+	}
+	return true
+}
+
+// LocalAddr returns the session's local address.
+func (st *Stream) LocalAddr() net.Addr { return st.sess.LocalAddr() }
+
+// RemoteAddr returns the session's remote address.
+func (st *Stream) RemoteAddr() net.Addr { return st.sess.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines, as net.Conn does.
+func (st *Stream) SetDeadline(t time.Time) error {
+	if st.sm != nil {
+		return st.sm.SetDeadline(t)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.setDeadlineLocked(&st.rdl, t)
+	st.setDeadlineLocked(&st.wdl, t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for Read, as net.Conn does.
+func (st *Stream) SetReadDeadline(t time.Time) error {
+	if st.sm != nil {
+		return st.sm.SetReadDeadline(t)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.setDeadlineLocked(&st.rdl, t)
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for Write, as net.Conn does. A write
+// that has handed its bytes to the session completes regardless.
+func (st *Stream) SetWriteDeadline(t time.Time) error {
+	if st.sm != nil {
+		return st.sm.SetWriteDeadline(t)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.setDeadlineLocked(&st.wdl, t)
+	return nil
+}
+
+func (st *Stream) setDeadlineLocked(d *deadline, t time.Time) {
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.gen++
+	d.expired = false
+	if t.IsZero() {
+		return
+	}
+	wait := time.Until(t)
+	if wait <= 0 {
+		d.expired = true
+		st.wakeLocked()
+		return
+	}
+	gen := d.gen
+	d.timer = time.AfterFunc(wait, func() {
+		st.mu.Lock()
+		if d.gen == gen {
+			d.expired = true
+			st.wakeLocked()
+		}
+		st.mu.Unlock()
+	})
+}
+
+func (st *Stream) stopDeadlinesLocked() {
+	for _, d := range []*deadline{&st.rdl, &st.wdl} {
+		if d.timer != nil {
+			d.timer.Stop()
+			d.timer = nil
+		}
+	}
+}
+
+var _ net.Conn = (*Stream)(nil)
