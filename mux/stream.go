@@ -43,7 +43,9 @@ type Stream struct {
 	writeWake  chan struct{}
 	closed     bool // Close was called
 	gone       bool // the session has forgotten the stream
-	accepted   bool // incoming: taken by an accept
+	accepted   bool   // incoming: taken by an accept
+	onAbort    func() // see OnAbort
+	aborted    bool   // ended by the peer or the session, not by this side
 	rdl, wdl   deadline
 }
 
@@ -207,6 +209,52 @@ func (st *Stream) CloseWrite() error {
 	}
 	_, err := st.writeLocked(nil, true)
 	return err
+}
+
+// WriteLast writes p and ends this side's direction, as Write then
+// CloseWrite would, but in one frame where p fits. On the Smux transport it
+// is Write, and the direction stays open.
+func (st *Stream) WriteLast(p []byte) (int, error) {
+	if st.sm != nil {
+		return st.smuxWrite(p)
+	}
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	return st.writeLocked(p, true)
+}
+
+// OnAbort arranges for f to be called once if the stream ends abnormally:
+// reset by the peer, refused, or cut off by the end of the session, before
+// both directions finished. f runs on the session's reader goroutine and
+// must not block; cancelling a context is its intended use. If the stream
+// has been aborted already, f runs before OnAbort returns. A later call
+// replaces f. On the Smux transport it returns ErrUnsupported.
+func (st *Stream) OnAbort(f func()) error {
+	if st.sm != nil {
+		return ErrUnsupported
+	}
+	st.mu.Lock()
+	aborted := st.aborted
+	if !aborted {
+		st.onAbort = f
+	}
+	st.mu.Unlock()
+	if aborted {
+		f()
+	}
+	return nil
+}
+
+// abortLocked marks the stream aborted and returns the OnAbort function to
+// run once the lock is released, if any.
+func (st *Stream) abortLocked() func() {
+	if st.closed || st.aborted {
+		return nil
+	}
+	st.aborted = true
+	f := st.onAbort
+	st.onAbort = nil
+	return f
 }
 
 // writeLocked sends p in frames as the window allows, ending the direction
@@ -382,7 +430,6 @@ func (st *Stream) abort(err error) {
 // forget the stream.
 func (st *Stream) failBy(err error) bool {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.werr == nil || st.werr == ErrWriteClosed {
 		st.werr = err
 	}
@@ -391,7 +438,13 @@ func (st *Stream) failBy(err error) bool {
 		st.dropInputLocked()
 	}
 	st.wakeLocked()
-	return st.finishedLocked()
+	finished := st.finishedLocked()
+	abort := st.abortLocked()
+	st.mu.Unlock()
+	if abort != nil {
+		abort()
+	}
+	return finished
 }
 
 // sessionEnded fails whatever the stream still expected from the session.
@@ -406,9 +459,16 @@ func (st *Stream) sessionEnded(err error) {
 	if !st.recvEnd && st.rerr == nil {
 		st.rerr = err
 	}
+	var abort func()
+	if !st.gone {
+		abort = st.abortLocked()
+	}
 	st.gone = true
 	st.wakeLocked()
 	st.mu.Unlock()
+	if abort != nil {
+		abort()
+	}
 }
 
 // deliver moves an n-byte DATA payload from br into the stream. A payload
@@ -492,7 +552,11 @@ func (st *Stream) resetLocally(code uint32) {
 	}
 	st.wakeLocked()
 	finished := st.finishedLocked()
+	abort := st.abortLocked()
 	st.mu.Unlock()
+	if abort != nil {
+		abort()
+	}
 	st.sess.sendControl(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, false, code)
 	if finished {
 		st.sess.forget(st)
