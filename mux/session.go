@@ -67,8 +67,8 @@ type Session struct {
 	lastPeerID  uint32
 	numIn       int
 	numOut      int
-	slotFreed   chan struct{} // closed when an outgoing slot frees, if anyone waits
-	drained     chan struct{} // closed when the last stream ends, if Close waits
+	slotFreed   chan struct{}                // closed when an outgoing slot frees, if anyone waits
+	drained     chan struct{}                // closed when the last stream ends, if Close waits
 	pending     []*Stream                    // incoming streams not yet accepted
 	acceptors   map[StreamType]chan struct{} // per accepted type: a token while pending may hold one
 	goAwaySent  *GoAwayError
@@ -103,15 +103,15 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		return nil, err
 	}
 	s := &Session{
-		conn:    conn,
-		cfg:     c,
-		client:  client,
-		kick:    make(chan struct{}, 1),
-		streams: make(map[uint32]*Stream),
+		conn:      conn,
+		cfg:       c,
+		client:    client,
+		kick:      make(chan struct{}, 1),
+		streams:   make(map[uint32]*Stream),
 		acceptors: make(map[StreamType]chan struct{}),
-		pings:   make(map[uint64]chan struct{}),
-		done:    make(chan struct{}),
-		nextID:  2,
+		pings:     make(map[uint64]chan struct{}),
+		done:      make(chan struct{}),
+		nextID:    2,
 	}
 	if client {
 		s.nextID = 1
@@ -326,6 +326,10 @@ func (s *Session) takePendingLocked(t StreamType) *Stream {
 	st := s.pending[i]
 	s.pending = slices.Delete(s.pending, i, i+1)
 	st.accepted = true
+	if st.endedPending { // finished while queued; now the application has it
+		s.numIn--
+		s.checkDrainedLocked()
+	}
 	if slices.ContainsFunc(s.pending[i:], func(o *Stream) bool { return o.typ == t }) {
 		signal(s.acceptors[t])
 	}
@@ -521,9 +525,16 @@ func (s *Session) fail(err error) {
 	s.wroom.Broadcast()
 }
 
-// forget removes a finished stream from the table and frees its slot.
+// forget removes a finished stream from the table and frees its slot. An
+// incoming stream not yet accepted whose peer ended it cleanly still holds
+// what the peer sent, so it stays queued for an accept, and counted toward
+// MaxIncomingStreams, until the accept takes it.
 func (s *Session) forget(st *Stream) {
+	st.mu.Lock()
+	deliverable := st.recvEnd
+	st.mu.Unlock()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if id := st.id.Load(); id != 0 && s.streams[id] == st {
 		delete(s.streams, id)
 	}
@@ -534,16 +545,25 @@ func (s *Session) forget(st *Stream) {
 			s.slotFreed = nil
 		}
 	} else {
-		s.numIn--
 		if !st.accepted {
-			if i := slices.Index(s.pending, st); i >= 0 {
+			i := slices.Index(s.pending, st)
+			if deliverable && i >= 0 {
+				st.endedPending = true
+				return
+			}
+			if i >= 0 {
 				s.pending = slices.Delete(s.pending, i, i+1)
 			}
 		}
+		s.numIn--
 	}
+	s.checkDrainedLocked()
+}
+
+// checkDrainedLocked wakes Close when the last stream has ended.
+func (s *Session) checkDrainedLocked() {
 	if s.numIn+s.numOut == 0 && s.drained != nil {
 		close(s.drained)
 		s.drained = nil
 	}
-	s.mu.Unlock()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"time"
 
@@ -156,16 +157,20 @@ func (st *Stream) smuxClose() error {
 
 // smuxErr reports smux's errors in this package's terms.
 func (st *Stream) smuxErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st.mu.Lock()
+	closed := st.closed
+	st.mu.Unlock()
 	switch {
-	case err == nil || err == io.EOF:
+	case closed: // smux reports io.EOF or io.ErrClosedPipe after Close
+		return ErrStreamClosed
+	case err == io.EOF:
 		return err
+	case errors.Is(err, smux.ErrTimeout):
+		return os.ErrDeadlineExceeded // as net.Conn promises
 	case errors.Is(err, io.ErrClosedPipe):
-		st.mu.Lock()
-		closed := st.closed
-		st.mu.Unlock()
-		if closed {
-			return ErrStreamClosed
-		}
 		if serr := st.sess.Err(); serr != nil {
 			return serr
 		}

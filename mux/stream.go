@@ -41,12 +41,16 @@ type Stream struct {
 	sentEnd    bool
 	werr       error
 	writeWake  chan struct{}
-	closed     bool // Close was called
-	gone       bool // the session has forgotten the stream
+	closed     bool   // Close was called
+	gone       bool   // the session has forgotten the stream
 	accepted   bool   // incoming: taken by an accept
 	onAbort    func() // see OnAbort
 	aborted    bool   // ended by the peer or the session, not by this side
 	rdl, wdl   deadline
+
+	// endedPending marks an incoming stream that finished before an accept
+	// took it; guarded by the session's mu.
+	endedPending bool
 }
 
 // deadline is one direction's deadline: expired turns true when it passes.
