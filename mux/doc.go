@@ -1,0 +1,133 @@
+// Package mux multiplexes many byte streams over one connection.
+//
+// A [Session] runs on one net.Conn (TCP, TLS, a Unix socket, anything
+// reliable and ordered) and carries any number of streams ([Stream]), opened by
+// either side: the side that dialed is the client, the other the server,
+// and apart from that the two are the same. The wire protocol is
+// specified byte by byte in PROTOCOL.md at the root of the module, so that
+// other languages can implement it.
+//
+// # Sessions
+//
+// [Dial] and [DialTLS] connect and start the client side; [Listen],
+// [ListenTLS] and [NewListener] return a [Listener] whose Accept yields
+// server-side sessions; [Client] and [Server] start a session on a
+// connection you already have. Either way the two peers first exchange a
+// preface, which carries the protocol version (an exact match is
+// required: [ErrNotMuxrpc], [ErrVersion]), and their settings; the
+// constructors return once that handshake is done. [Session.Close] ends a
+// session gracefully and [Session.Kill] at once; [Session.Err] and
+// [Session.Done] say when and why it ended. A nil *[Config] means the
+// defaults.
+//
+// # Streams
+//
+// [Session.Open] returns a new stream without a round trip: the peer
+// learns of it with its first frame, so opening costs nothing on the wire.
+// [Session.Accept] returns the peer's streams. A Stream is a [net.Conn]:
+// Read, Write, deadlines and Close behave as on TCP. In addition
+// [Stream.CloseWrite] ends only this side's direction (the peer reads
+// io.EOF, and this side keeps reading), [Stream.WriteLast] writes the last
+// bytes and ends the direction in one frame, and [Stream.Reset] aborts
+// both directions with a code the peer sees in a *[ResetError]. Close
+// delivers what was written and then, if the peer was still sending,
+// resets the stream with [ResetCancel]. A stream is never closed behind
+// the application's back: close every stream you open or accept.
+//
+// # Stream types
+//
+// Every stream has a [StreamType], chosen by the opener with
+// [Session.OpenType] and matched by the acceptor with [Session.AcceptType],
+// so that several protocols share one session without seeing each other's
+// streams. Open and Accept use [TypeDefault]. [Session.DialContext] and
+// [Session.NetListener] wrap [TypeNet] streams as net.Conn and
+// net.Listener, so that, for example, net/http runs over a session.
+//
+// # Flow control and limits
+//
+// Flow control is per stream: a peer sends at most [Config.StreamWindow]
+// bytes on a stream beyond what this side's application has read. There
+// is no session-wide window, so a stream whose reader is slow stalls only
+// its own writer, never the other streams; a session buffers at most one
+// window per open stream. [Config.MaxIncomingStreams] bounds how many
+// streams the peer may have open toward this side, counting those not yet
+// accepted. The peer learns the limit in the handshake: at the limit its
+// Open waits for a free slot, and a stream beyond it would be refused.
+//
+// # GoAway and retry safety
+//
+// [Session.GoAway], which Close sends first, tells the peer that no new
+// stream of its will be processed: streams already seen complete, later
+// ones fail as never processed, and the peer opens no more streams on the
+// session. Errors of streams the peer provably never processed (refused
+// over its limit, excluded by its GoAway, or never sent before the session
+// ended) satisfy errors.Is(err, [ErrRefused]); [IsRetrySafe] reports
+// exactly that, and only then is it safe to send the same request again,
+// on this session or another, without risk of doing its work twice.
+//
+// # Keepalive
+//
+// A session pings its peer after [Config.KeepAliveInterval] without
+// hearing from it, and ends with [ErrKeepAliveTimeout] when nothing has
+// been received, or a write has been stuck, for [Config.KeepAliveTimeout].
+// [Session.Ping] measures the round trip on demand.
+//
+// # Transports
+//
+// [Native], the default, is this package's own framing, described in
+// PROTOCOL.md. [Smux] speaks github.com/xtaci/smux protocol version 2
+// under the same API, for peers that already use smux (over KCP, say);
+// each of its streams begins with its type as a uvarint. It has no
+// preface and cannot express everything: Reset, GoAway, Ping, CloseWrite
+// and OnAbort return [ErrUnsupported], and a stream over the peer's limit
+// is closed (the opener reads io.EOF) rather than refused. Both peers must
+// use the same transport.
+//
+// # Example
+//
+// A client opens a stream, sends a request, ends its direction and reads
+// the answer:
+//
+//	sess, err := mux.Dial(ctx, "tcp", "example.net:7000", nil)
+//	if err != nil {
+//		return err
+//	}
+//	defer sess.Close()
+//	st, err := sess.Open(ctx)
+//	if err != nil {
+//		return err
+//	}
+//	defer st.Close()
+//	if _, err := st.Write([]byte("ping")); err != nil {
+//		return err
+//	}
+//	if err := st.CloseWrite(); err != nil {
+//		return err
+//	}
+//	reply, err := io.ReadAll(st)
+//
+// A server accepts sessions, and on each session the streams of the types
+// it serves:
+//
+//	ln, err := mux.Listen("tcp", ":7000", nil)
+//	if err != nil {
+//		return err
+//	}
+//	defer ln.Close()
+//	for {
+//		sess, err := ln.Accept()
+//		if err != nil {
+//			return err
+//		}
+//		go func() {
+//			defer sess.Close()
+//			for {
+//				st, err := sess.AcceptType(ctx, mux.TypeDefault)
+//				if err != nil {
+//					return // the session ended
+//				}
+//				go handle(st) // reads the request, writes the reply, closes st
+//			}
+//		}()
+//	}
+package mux
