@@ -1,0 +1,368 @@
+package rpc
+
+import (
+	"context"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Invoke calls method ("/package.Service/Method") on the other side with
+// req and fills reply with the response. The error carries a status:
+// status.Code(err) is the call's code. A call the other side never
+// processed fails with Unavailable and IsRetrySafe; Invoke retries such a
+// call once by itself while the session lives.
+func (p *Peer) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error {
+	if p.unaryInt != nil {
+		return p.unaryInt(ctx, method, req, reply, p, p.invoke, opts...)
+	}
+	return p.invoke(ctx, method, req, reply, p, opts...)
+}
+
+func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
+	cfg := p.callConfig(opts)
+	err := p.invokeOnce(ctx, method, req, reply, &cfg)
+	if err != nil && IsRetrySafe(err) && ctx.Err() == nil && p.sess.Err() == nil {
+		err = p.invokeOnce(ctx, method, req, reply, &cfg)
+	}
+	return err
+}
+
+func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cfg *callConfig) error {
+	timeout, err := callTimeout(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := p.sess.OpenType(ctx, StreamType)
+	if err != nil {
+		return sessionError(ctx, err)
+	}
+	defer st.Close()
+	bp := getBuf()
+	md, _ := metadata.FromOutgoingContext(ctx)
+	b := appendCallHeader((*bp)[:0], method, timeout, md)
+	b, err = appendMessage(b, req, cfg.maxSend)
+	if err != nil {
+		*bp = b
+		putBuf(bp)
+		return err
+	}
+	b = appendEmptyPart(b, partClientEnd)
+	_, err = st.WriteLast(b)
+	*bp = b
+	putBuf(bp)
+	if err != nil {
+		return sessionError(ctx, err)
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { st.Reset(resetCode(ctx)) })
+		defer stop()
+	}
+
+	r := partReader{r: st, maxMsg: cfg.maxRecv}
+	gotReply := false
+	for {
+		kind, payload, err := r.next()
+		if err != nil {
+			return sessionError(ctx, err)
+		}
+		switch kind {
+		case partResponseHeader:
+			md, err := parseResponseHeader(payload)
+			if err != nil {
+				return sessionError(ctx, err)
+			}
+			if cfg.header != nil {
+				*cfg.header = md
+			}
+		case partMessage:
+			if gotReply {
+				return grpcstatus.Error(codes.Internal, "rpc: unary call answered with more than one message")
+			}
+			if err := decodeMessage(payload, reply); err != nil {
+				return grpcstatus.Errorf(codes.Internal, "rpc: malformed response for %s: %v", method, err)
+			}
+			gotReply = true
+		case partTrailer:
+			t, err := parseTrailer(payload)
+			if err != nil {
+				return sessionError(ctx, err)
+			}
+			if cfg.trailer != nil {
+				*cfg.trailer = t.md
+			}
+			if t.code != codes.OK {
+				return t.err()
+			}
+			if !gotReply {
+				return grpcstatus.Error(codes.Internal, "rpc: unary call answered without a message")
+			}
+			return nil
+		default:
+			return grpcstatus.Errorf(codes.Internal, "rpc: unexpected part %d in a response", kind)
+		}
+	}
+}
+
+// callTimeout returns the time left before ctx's deadline, 0 for none, or
+// DeadlineExceeded when it has passed.
+func callTimeout(ctx context.Context) (time.Duration, error) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 0, nil
+	}
+	left := time.Until(d)
+	if left <= 0 {
+		return 0, grpcstatus.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+	}
+	return left, nil
+}
+
+// resetCode is the reset code that tells the other side why a call was
+// abandoned.
+func resetCode(ctx context.Context) uint32 {
+	if ctx.Err() == context.DeadlineExceeded {
+		return resetDeadlineExceeded
+	}
+	return resetCanceled
+}
+
+// err returns the call's error that the trailer carries.
+func (t *trailer) err() error {
+	s := &status.Status{Code: int32(t.code), Message: t.message}
+	for _, d := range t.details {
+		a := new(anypb.Any)
+		if proto.Unmarshal(d, a) == nil {
+			s.Details = append(s.Details, a)
+		}
+	}
+	return grpcstatus.FromProto(s).Err()
+}
+
+// NewStream begins a streaming call of method on the other side. desc says
+// which directions stream.
+func (p *Peer) NewStream(ctx context.Context, desc *StreamDesc, method string, opts ...CallOption) (ClientStream, error) {
+	if p.streamInt != nil {
+		return p.streamInt(ctx, desc, p, method, p.newStream, opts...)
+	}
+	return p.newStream(ctx, desc, p, method, opts...)
+}
+
+func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInterface, method string, opts ...CallOption) (ClientStream, error) {
+	timeout, err := callTimeout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := p.sess.OpenType(ctx, StreamType)
+	if err != nil {
+		return nil, sessionError(ctx, err)
+	}
+	cs := &clientStream{ctx: ctx, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
+	cs.r = partReader{r: st, maxMsg: cs.cfg.maxRecv}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	cs.pending = appendCallHeader(nil, method, timeout, md)
+	if desc.ClientStreams {
+		// The callee may speak first: let it start the handler now.
+		if _, err := st.Write(cs.pending); err != nil {
+			st.Close()
+			return nil, sessionError(ctx, err)
+		}
+		cs.pending = cs.pending[:0]
+	}
+	if ctx.Done() != nil {
+		cs.stop = context.AfterFunc(ctx, func() { st.Reset(resetCode(ctx)) })
+	}
+	return cs, nil
+}
+
+// clientStream is the caller's side of a streaming call.
+type clientStream struct {
+	ctx    context.Context
+	st     *mux.Stream
+	desc   *StreamDesc
+	method string
+	cfg    callConfig
+	stop   func() bool
+
+	smu        sync.Mutex
+	pending    []byte // parts not yet written: held until CloseSend when only one request goes
+	sentMsg    bool
+	sendClosed bool
+
+	rmu        sync.Mutex
+	r          partReader
+	header     metadata.MD
+	headerDone bool
+	peeked     []byte // a message read by Header before RecvMsg asked
+	hasPeeked  bool
+	trailer    metadata.MD
+	done       bool
+	err        error // io.EOF after status OK
+}
+
+func (cs *clientStream) Context() context.Context { return cs.ctx }
+
+// SendMsg sends a request message. When the server has ended the call it
+// returns io.EOF, and RecvMsg returns the call's status.
+func (cs *clientStream) SendMsg(m any) error {
+	cs.smu.Lock()
+	defer cs.smu.Unlock()
+	if cs.sendClosed {
+		return grpcstatus.Error(codes.Internal, "rpc: SendMsg after CloseSend")
+	}
+	if !cs.desc.ClientStreams && cs.sentMsg {
+		return grpcstatus.Error(codes.Internal, "rpc: more than one request on a call that takes one")
+	}
+	b, err := appendMessage(cs.pending, m, cs.cfg.maxSend)
+	if err != nil {
+		cs.pending = b
+		return err
+	}
+	cs.sentMsg = true
+	if !cs.desc.ClientStreams {
+		cs.pending = b // goes out with the end part, in one write
+		return nil
+	}
+	_, err = cs.st.Write(b)
+	cs.pending = b[:0]
+	if err != nil {
+		return io.EOF
+	}
+	return nil
+}
+
+// CloseSend ends the request direction.
+func (cs *clientStream) CloseSend() error {
+	cs.smu.Lock()
+	defer cs.smu.Unlock()
+	if cs.sendClosed {
+		return nil
+	}
+	cs.sendClosed = true
+	b := appendEmptyPart(cs.pending, partClientEnd)
+	cs.pending = nil
+	cs.st.WriteLast(b) // a failure shows in RecvMsg
+	return nil
+}
+
+// RecvMsg receives the next response into m: io.EOF once the call ended
+// with status OK, the call's error otherwise.
+func (cs *clientStream) RecvMsg(m any) error {
+	cs.rmu.Lock()
+	defer cs.rmu.Unlock()
+	if cs.done {
+		return cs.err
+	}
+	kind, payload, err := cs.nextLocked()
+	if err != nil {
+		return cs.finishLocked(err)
+	}
+	if kind != partMessage {
+		return cs.finishLocked(grpcstatus.Errorf(codes.Internal, "rpc: unexpected part %d in a response", kind))
+	}
+	if err := decodeMessage(payload, m); err != nil {
+		return cs.finishLocked(grpcstatus.Errorf(codes.Internal, "rpc: malformed response for %s: %v", cs.method, err))
+	}
+	if !cs.desc.ServerStreams {
+		// One response only: the trailer follows and says how the call ended.
+		kind, _, err := cs.nextLocked()
+		if err == nil && kind == partMessage {
+			err = grpcstatus.Error(codes.Internal, "rpc: more than one response on a call that returns one")
+		}
+		if err == io.EOF {
+			cs.finishLocked(io.EOF)
+			return nil
+		}
+		if err == nil {
+			err = grpcstatus.Errorf(codes.Internal, "rpc: unexpected part %d in a response", kind)
+		}
+		return cs.finishLocked(err)
+	}
+	return nil
+}
+
+// nextLocked returns the next message or trailer part, taking the response
+// header on the way. A trailer ends the call: it returns io.EOF or the
+// call's error.
+func (cs *clientStream) nextLocked() (byte, []byte, error) {
+	if cs.hasPeeked {
+		cs.hasPeeked = false
+		return partMessage, cs.peeked, nil
+	}
+	for {
+		kind, payload, err := cs.r.next()
+		if err != nil {
+			return 0, nil, sessionError(cs.ctx, err)
+		}
+		switch kind {
+		case partResponseHeader:
+			if cs.header, err = parseResponseHeader(payload); err != nil {
+				return 0, nil, sessionError(cs.ctx, err)
+			}
+			cs.headerDone = true
+			continue
+		case partTrailer:
+			t, err := parseTrailer(payload)
+			if err != nil {
+				return 0, nil, sessionError(cs.ctx, err)
+			}
+			cs.trailer = t.md
+			cs.headerDone = true
+			if t.code != codes.OK {
+				return 0, nil, t.err()
+			}
+			return 0, nil, io.EOF
+		}
+		cs.headerDone = true
+		return kind, payload, nil
+	}
+}
+
+// finishLocked ends the call with err (io.EOF for OK) and frees its stream.
+func (cs *clientStream) finishLocked(err error) error {
+	if cs.done {
+		return cs.err
+	}
+	cs.done, cs.err = true, err
+	if cs.stop != nil {
+		cs.stop()
+	}
+	cs.st.Close()
+	return err
+}
+
+// Header waits for the response header and returns it.
+func (cs *clientStream) Header() (metadata.MD, error) {
+	cs.rmu.Lock()
+	defer cs.rmu.Unlock()
+	if !cs.headerDone && !cs.done {
+		kind, payload, err := cs.nextLocked()
+		switch {
+		case err != nil:
+			cs.finishLocked(err)
+		case kind == partMessage:
+			cs.peeked, cs.hasPeeked = append([]byte(nil), payload...), true
+		}
+	}
+	if cs.done && cs.err != io.EOF && cs.header == nil {
+		return nil, cs.err
+	}
+	return cs.header, nil
+}
+
+// Trailer returns the trailer metadata once RecvMsg has returned an error.
+func (cs *clientStream) Trailer() metadata.MD {
+	cs.rmu.Lock()
+	defer cs.rmu.Unlock()
+	return cs.trailer
+}
+
+var _ ClientConnInterface = (*Peer)(nil)

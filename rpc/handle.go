@@ -1,0 +1,394 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// serverCall is one call being served. It is the handler's context, so
+// that the call's state costs no context.WithValue, and it is the
+// ServerStream of streaming calls.
+type serverCall struct {
+	ctx    context.Context
+	peer   *Peer
+	st     *mux.Stream
+	m      *method
+	r      partReader
+	cancel context.CancelFunc
+
+	mu          sync.Mutex // guards what SetHeader and friends touch
+	header      metadata.MD
+	trailer     metadata.MD
+	headerSent  bool
+	ended       bool // the trailer is out
+	clientEnded bool // the caller's end part arrived
+	request     []byte
+	watchAbort  bool // the transport has no OnAbort: watch the stream instead
+}
+
+type callKey struct{}
+
+// Value returns the call itself for callKey, so SetHeader and friends find
+// it; other keys go to the parent context.
+func (c *serverCall) Value(key any) any {
+	if key == (callKey{}) {
+		return c
+	}
+	return c.ctx.Value(key)
+}
+
+// Deadline returns the caller's deadline, if it sent one.
+func (c *serverCall) Deadline() (time.Time, bool) { return c.ctx.Deadline() }
+
+// Done is closed when the call is cancelled, by the caller or its deadline.
+func (c *serverCall) Done() <-chan struct{} { return c.ctx.Done() }
+
+// Err says why Done is closed.
+func (c *serverCall) Err() error { return c.ctx.Err() }
+
+// Context returns the call's context: the call itself.
+func (c *serverCall) Context() context.Context { return c }
+
+func callFromContext(ctx context.Context) *serverCall {
+	c, _ := ctx.Value(callKey{}).(*serverCall)
+	return c
+}
+
+// handle serves the call on st, from its call header to its trailer.
+func (p *Peer) handle(st *mux.Stream) {
+	defer p.handlers.Done()
+	c := &serverCall{peer: p, st: st, r: partReader{r: st, maxMsg: p.cfg.maxRecv}}
+	if p.srv != nil {
+		c.r.maxMsg = p.srv.cfg.peer.maxRecv
+	}
+	defer st.Close()
+	kind, payload, err := c.r.next()
+	if err != nil || kind != partCallHeader {
+		c.ctx = p.ctx
+		c.fail(status.New(codes.InvalidArgument, "call did not start with a call header"))
+		return
+	}
+	h, err := parseCallHeader(payload)
+	if err != nil {
+		c.ctx = p.ctx
+		c.fail(status.New(codes.InvalidArgument, err.Error()))
+		return
+	}
+	if p.srv != nil {
+		c.m = p.srv.lookup(h.method)
+	}
+	ctx := p.ctx
+	if h.md != nil {
+		ctx = metadata.NewIncomingContext(ctx, h.md)
+	}
+	if h.timeout > 0 {
+		ctx, c.cancel = context.WithDeadline(ctx, time.Now().Add(h.timeout))
+	} else {
+		ctx, c.cancel = context.WithCancel(ctx)
+	}
+	defer c.cancel()
+	c.ctx = ctx
+	if c.m == nil {
+		msg := "this peer serves no services"
+		if p.srv != nil {
+			msg = p.srv.unknownMethod(string(h.method))
+		}
+		c.fail(status.New(codes.Unimplemented, msg))
+		return
+	}
+	if st.OnAbort(c.cancel) != nil {
+		c.watchAbort = true
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c.fail(status.Newf(codes.Internal, "handler for %s panicked: %v", c.m.fullName, r))
+		}
+	}()
+	if c.m.unary != nil {
+		c.serveUnary()
+	} else {
+		c.serveStream()
+	}
+}
+
+func (c *serverCall) serveUnary() {
+	kind, payload, err := c.r.next()
+	if err != nil {
+		c.fail(c.readStatus(err))
+		return
+	}
+	if kind != partMessage {
+		c.fail(status.New(codes.InvalidArgument, "unary call without a request message"))
+		return
+	}
+	c.request = payload
+	if kind, _, err = c.r.next(); err != nil || kind != partClientEnd {
+		c.fail(status.New(codes.InvalidArgument, "unary call with more than one request message"))
+		return
+	}
+	c.endOfRequests()
+	resp, err := c.m.unary.Handler(c.m.svc.impl, c, c.decodeRequest, c.peer.srv.unaryInt)
+	if err != nil {
+		c.fail(handlerStatus(err))
+		return
+	}
+	bp := getBuf()
+	defer putBuf(bp)
+	c.mu.Lock()
+	b := c.appendPendingHeader((*bp)[:0])
+	b, err = appendMessage(b, resp, c.peer.srv.cfg.peer.maxSend)
+	if err != nil {
+		c.mu.Unlock()
+		c.fail(status.Convert(err))
+		return
+	}
+	b = appendTrailer(b, &trailer{md: c.trailer})
+	c.ended = true
+	c.mu.Unlock()
+	*bp = b
+	c.st.WriteLast(b)
+}
+
+func (c *serverCall) decodeRequest(m any) error {
+	if err := decodeMessage(c.request, m); err != nil {
+		return status.Errorf(codes.InvalidArgument, "malformed request for %s: %v", c.m.fullName, err)
+	}
+	return nil
+}
+
+func (c *serverCall) serveStream() {
+	sd := c.m.stream
+	var err error
+	if si := c.peer.srv.streamInt; si != nil {
+		info := &StreamServerInfo{FullMethod: c.m.fullName, IsClientStream: sd.ClientStreams, IsServerStream: sd.ServerStreams}
+		err = si(c.m.svc.impl, c, info, sd.Handler)
+	} else {
+		err = sd.Handler(c.m.svc.impl, c)
+	}
+	c.fail(handlerStatus(err))
+}
+
+// endOfRequests notes the caller's end part. Where the transport cannot
+// report an abort, a goroutine now waits on the stream, which the caller
+// only closes when it gives up or is done.
+func (c *serverCall) endOfRequests() {
+	c.clientEnded = true
+	if c.watchAbort {
+		go func() {
+			var b [1]byte
+			c.st.Read(b[:])
+			c.cancel()
+		}()
+	}
+}
+
+// readStatus turns an error reading the caller's parts into a status.
+func (c *serverCall) readStatus(err error) *status.Status {
+	var tooLarge *errTooLarge
+	switch {
+	case errors.As(err, &tooLarge):
+		return status.New(codes.ResourceExhausted, tooLarge.Error())
+	case c.Err() != nil:
+		return status.FromContextError(c.Err())
+	case err == io.EOF:
+		return status.New(codes.InvalidArgument, "call ended without its end part")
+	case errors.Is(err, errMalformed):
+		return status.New(codes.InvalidArgument, err.Error())
+	}
+	return status.New(codes.Canceled, "call aborted by the caller: "+err.Error())
+}
+
+// fail ends the call with s, unless it has ended: the pending header,
+// then the trailer, in one write that also ends the stream.
+func (c *serverCall) fail(s *status.Status) {
+	bp := getBuf()
+	defer putBuf(bp)
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return
+	}
+	c.ended = true
+	b := c.appendPendingHeader((*bp)[:0])
+	b = appendTrailer(b, statusTrailer(s, c.trailer))
+	c.mu.Unlock()
+	*bp = b
+	c.st.WriteLast(b)
+}
+
+// appendPendingHeader appends the response header if it is due and not
+// yet sent. The caller holds c.mu.
+func (c *serverCall) appendPendingHeader(b []byte) []byte {
+	if !c.headerSent {
+		c.headerSent = true
+		if len(c.header) > 0 {
+			b = appendResponseHeader(b, c.header)
+		}
+	}
+	return b
+}
+
+// SetHeader adds header metadata, sent with the first message, the
+// trailer, or SendHeader.
+func (c *serverCall) SetHeader(md metadata.MD) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.headerSent {
+		return status.Error(codes.Internal, "rpc: SetHeader after the header was sent")
+	}
+	c.header = metadata.Join(c.header, md)
+	return nil
+}
+
+// SendHeader sends the header metadata, with md added, now.
+func (c *serverCall) SendHeader(md metadata.MD) error {
+	c.mu.Lock()
+	if c.headerSent {
+		c.mu.Unlock()
+		return status.Error(codes.Internal, "rpc: SendHeader after the header was sent")
+	}
+	c.header = metadata.Join(c.header, md)
+	c.headerSent = true
+	b := appendResponseHeader(nil, c.header)
+	c.mu.Unlock()
+	if _, err := c.st.Write(b); err != nil {
+		return c.sendError(err)
+	}
+	return nil
+}
+
+// SetTrailer adds trailer metadata, sent when the call ends.
+func (c *serverCall) SetTrailer(md metadata.MD) {
+	c.mu.Lock()
+	c.trailer = metadata.Join(c.trailer, md)
+	c.mu.Unlock()
+}
+
+// SendMsg sends one response message, waiting while the caller's window is
+// full.
+func (c *serverCall) SendMsg(m any) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return status.Error(codes.Internal, "rpc: SendMsg after the call ended")
+	}
+	b := c.appendPendingHeader((*bp)[:0])
+	c.mu.Unlock()
+	b, err := appendMessage(b, m, c.peer.srv.cfg.peer.maxSend)
+	*bp = b
+	if err != nil {
+		return err
+	}
+	if _, err := c.st.Write(b); err != nil {
+		return c.sendError(err)
+	}
+	return nil
+}
+
+func (c *serverCall) sendError(err error) error {
+	if ctxErr := c.Err(); ctxErr != nil {
+		return status.FromContextError(ctxErr).Err()
+	}
+	return status.Error(codes.Canceled, "call aborted by the caller: "+err.Error())
+}
+
+// RecvMsg receives the caller's next message into m, or io.EOF once the
+// caller has ended its direction.
+func (c *serverCall) RecvMsg(m any) error {
+	if c.clientEnded {
+		return io.EOF
+	}
+	kind, payload, err := c.r.next()
+	if err != nil {
+		s := c.readStatus(err)
+		if s.Code() == codes.ResourceExhausted {
+			c.st.Reset(resetCanceled) // the rest of the oversized part is unread
+		}
+		return s.Err()
+	}
+	switch kind {
+	case partClientEnd:
+		c.endOfRequests()
+		return io.EOF
+	case partMessage:
+	default:
+		return status.Errorf(codes.InvalidArgument, "unexpected part %d from the caller", kind)
+	}
+	if err := decodeMessage(payload, m); err != nil {
+		return status.Errorf(codes.InvalidArgument, "malformed request for %s: %v", c.m.fullName, err)
+	}
+	if !c.m.stream.ClientStreams {
+		// One request only: its end part follows in the same write.
+		if kind, _, err := c.r.next(); err != nil || kind != partClientEnd {
+			return status.Error(codes.InvalidArgument, "server-streaming call with more than one request message")
+		}
+		c.endOfRequests()
+	}
+	return nil
+}
+
+// SetHeader sets header metadata of the call that ctx belongs to, sent
+// with its first response message, its trailer or SendHeader.
+func SetHeader(ctx context.Context, md metadata.MD) error {
+	c := callFromContext(ctx)
+	if c == nil {
+		return status.Error(codes.Internal, "rpc: SetHeader outside a handler")
+	}
+	return c.SetHeader(md)
+}
+
+// SendHeader sends the header metadata of the call that ctx belongs to.
+func SendHeader(ctx context.Context, md metadata.MD) error {
+	c := callFromContext(ctx)
+	if c == nil {
+		return status.Error(codes.Internal, "rpc: SendHeader outside a handler")
+	}
+	return c.SendHeader(md)
+}
+
+// SetTrailer sets trailer metadata of the call that ctx belongs to.
+func SetTrailer(ctx context.Context, md metadata.MD) error {
+	c := callFromContext(ctx)
+	if c == nil {
+		return status.Error(codes.Internal, "rpc: SetTrailer outside a handler")
+	}
+	c.SetTrailer(md)
+	return nil
+}
+
+// Method returns the full method name of the call that ctx belongs to.
+func Method(ctx context.Context) (string, bool) {
+	c := callFromContext(ctx)
+	if c == nil || c.m == nil {
+		return "", false
+	}
+	return c.m.fullName, true
+}
+
+// statusTrailer builds the trailer that carries s.
+func statusTrailer(s *status.Status, md metadata.MD) *trailer {
+	t := &trailer{code: s.Code(), message: s.Message(), md: md}
+	if s.Code() != codes.OK {
+		for _, d := range s.Proto().GetDetails() {
+			if b, err := proto.Marshal(d); err == nil {
+				t.details = append(t.details, b)
+			}
+		}
+	}
+	return t
+}
+
+var _ ServerStream = (*serverCall)(nil)
+var _ = fmt.Sprintf

@@ -1,0 +1,181 @@
+package rpc
+
+import (
+	"crypto/tls"
+
+	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/grpc/metadata"
+)
+
+// Defaults for message sizes, as in gRPC.
+const (
+	DefaultMaxRecvMsgSize = 4 << 20
+	DefaultMaxSendMsgSize = 4 << 20
+)
+
+// A DialOption configures a Peer made by Dial or NewPeer.
+type DialOption interface{ applyToPeer(*peerConfig) }
+
+// A ServerOption configures a Server.
+type ServerOption interface{ applyToServer(*serverConfig) }
+
+// An Option configures both a Server and a Peer: a server's peers call too.
+type Option interface {
+	DialOption
+	ServerOption
+}
+
+// peerConfig is what one side of a session needs to call and to be called.
+type peerConfig struct {
+	mux          mux.Config
+	maxCalls     int
+	tls          *tls.Config
+	services     *Server
+	unaryClient  []UnaryClientInterceptor
+	streamClient []StreamClientInterceptor
+	maxRecv      int
+	maxSend      int
+}
+
+type serverConfig struct {
+	peer         peerConfig // for the peers the server accepts
+	unaryServer  []UnaryServerInterceptor
+	streamServer []StreamServerInterceptor
+	onPeer       func(*Peer)
+}
+
+func newPeerConfig() peerConfig {
+	return peerConfig{maxRecv: DefaultMaxRecvMsgSize, maxSend: DefaultMaxSendMsgSize}
+}
+
+type bothOption func(*peerConfig)
+
+func (f bothOption) applyToPeer(c *peerConfig)     { f(c) }
+func (f bothOption) applyToServer(c *serverConfig) { f(&c.peer) }
+
+type dialOption func(*peerConfig)
+
+func (f dialOption) applyToPeer(c *peerConfig) { f(c) }
+
+type serverOption func(*serverConfig)
+
+func (f serverOption) applyToServer(c *serverConfig) { f(c) }
+
+// MaxRecvMsgSize sets the largest message this side accepts, in requests it
+// serves and responses it receives; larger ones fail the call with
+// ResourceExhausted before any buffer is allocated. Default 4 MiB.
+func MaxRecvMsgSize(n int) Option { return bothOption(func(c *peerConfig) { c.maxRecv = n }) }
+
+// MaxSendMsgSize sets the largest message this side sends; larger ones fail
+// the call with ResourceExhausted. Default 4 MiB.
+func MaxSendMsgSize(n int) Option { return bothOption(func(c *peerConfig) { c.maxSend = n }) }
+
+// MuxConfig sets the configuration of the sessions under the calls: the
+// transport, windows, keepalive and limits. See mux.Config.
+func MuxConfig(cfg *mux.Config) Option {
+	return bothOption(func(c *peerConfig) {
+		c.mux = mux.Config{}
+		if cfg != nil {
+			c.mux = *cfg
+		}
+	})
+}
+
+// MaxConcurrentCalls bounds the calls the other side may have in flight
+// toward this one; further calls wait at the caller for a free slot. It
+// sets mux.Config.MaxIncomingStreams, 1000 by default.
+func MaxConcurrentCalls(n int) Option {
+	return bothOption(func(c *peerConfig) { c.maxCalls = n })
+}
+
+// muxConfig returns the session configuration the options make.
+func (c *peerConfig) muxConfig() *mux.Config {
+	cfg := c.mux
+	if c.maxCalls != 0 {
+		cfg.MaxIncomingStreams = c.maxCalls
+	}
+	return &cfg
+}
+
+// ChainUnaryClient adds interceptors for outgoing unary calls; the first
+// is outermost.
+func ChainUnaryClient(i ...UnaryClientInterceptor) Option {
+	return bothOption(func(c *peerConfig) { c.unaryClient = append(c.unaryClient, i...) })
+}
+
+// ChainStreamClient adds interceptors for outgoing streaming calls; the
+// first is outermost.
+func ChainStreamClient(i ...StreamClientInterceptor) Option {
+	return bothOption(func(c *peerConfig) { c.streamClient = append(c.streamClient, i...) })
+}
+
+// ChainUnaryServer adds interceptors for the unary calls a Server serves;
+// the first is outermost.
+func ChainUnaryServer(i ...UnaryServerInterceptor) ServerOption {
+	return serverOption(func(c *serverConfig) { c.unaryServer = append(c.unaryServer, i...) })
+}
+
+// ChainStreamServer adds interceptors for the streaming calls a Server
+// serves; the first is outermost.
+func ChainStreamServer(i ...StreamServerInterceptor) ServerOption {
+	return serverOption(func(c *serverConfig) { c.streamServer = append(c.streamServer, i...) })
+}
+
+// OnPeer sets a function the Server calls, in its own goroutine, for each
+// peer that connects, so that it can call the peer outside any handler.
+func OnPeer(f func(*Peer)) ServerOption {
+	return serverOption(func(c *serverConfig) { c.onPeer = f })
+}
+
+// WithServices makes the dialing side serve srv's services (with srv's
+// interceptors) to the other side of the session: callbacks.
+func WithServices(srv *Server) DialOption {
+	return dialOption(func(c *peerConfig) { c.services = srv })
+}
+
+// WithTLS makes Dial use TLS with cfg.
+func WithTLS(cfg *tls.Config) DialOption {
+	return dialOption(func(c *peerConfig) { c.tls = cfg })
+}
+
+// CallOption configures one call. This package's options are Header,
+// Trailer, MaxCallRecvMsgSize and MaxCallSendMsgSize. Any other value, a
+// grpc.CallOption say, does nothing to the call itself and reaches client
+// interceptors unchanged.
+type CallOption any
+
+// callConfig is what CallOptions set.
+type callConfig struct {
+	header  *metadata.MD
+	trailer *metadata.MD
+	maxRecv int
+	maxSend int
+}
+
+type callOption func(*callConfig)
+
+// Header stores the response header metadata of a unary call in *md.
+func Header(md *metadata.MD) CallOption { return callOption(func(c *callConfig) { c.header = md }) }
+
+// Trailer stores the trailer metadata of a unary call in *md.
+func Trailer(md *metadata.MD) CallOption { return callOption(func(c *callConfig) { c.trailer = md }) }
+
+// MaxCallRecvMsgSize sets the largest response message of one call.
+func MaxCallRecvMsgSize(n int) CallOption {
+	return callOption(func(c *callConfig) { c.maxRecv = n })
+}
+
+// MaxCallSendMsgSize sets the largest request message of one call.
+func MaxCallSendMsgSize(n int) CallOption {
+	return callOption(func(c *callConfig) { c.maxSend = n })
+}
+
+func (p *Peer) callConfig(opts []CallOption) callConfig {
+	c := callConfig{maxRecv: p.cfg.maxRecv, maxSend: p.cfg.maxSend}
+	for _, o := range opts {
+		if f, ok := o.(callOption); ok {
+			f(&c)
+		}
+	}
+	return c
+}

@@ -1,0 +1,278 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/muxrpc/muxrpc/mux"
+)
+
+// A Server holds services and serves them on every session it accepts.
+// Each accepted session gets a Peer, through which handlers and OnPeer
+// call back into the client.
+type Server struct {
+	cfg        serverConfig
+	unaryInt   UnaryServerInterceptor
+	streamInt  StreamServerInterceptor
+	services   map[string]*service
+	methods    map[string]*method // by full method name, "/pkg.Service/Method"
+	mu         sync.Mutex
+	serving    bool
+	stopping   bool
+	listeners  map[*mux.Listener]struct{}
+	peers      map[*Peer]struct{}
+	sessionsWG sync.WaitGroup
+}
+
+type service struct {
+	desc *ServiceDesc
+	impl any
+}
+
+// method is one registered method, unary or streaming.
+type method struct {
+	fullName string
+	svc      *service
+	unary    *MethodDesc
+	stream   *StreamDesc
+}
+
+// NewServer returns a Server with no services; register them before
+// serving.
+func NewServer(opts ...ServerOption) *Server {
+	s := &Server{
+		cfg:       serverConfig{peer: newPeerConfig()},
+		services:  map[string]*service{},
+		methods:   map[string]*method{},
+		listeners: map[*mux.Listener]struct{}{},
+		peers:     map[*Peer]struct{}{},
+	}
+	for _, o := range opts {
+		o.applyToServer(&s.cfg)
+	}
+	s.unaryInt = chainUnaryServer(s.cfg.unaryServer)
+	s.streamInt = chainStreamServer(s.cfg.streamServer)
+	return s
+}
+
+// RegisterService registers a service and its implementation. It panics if
+// impl does not implement desc.HandlerType, if the service is registered
+// twice, or once the Server serves: programming errors, as in gRPC.
+func (s *Server) RegisterService(desc *ServiceDesc, impl any) {
+	if impl != nil && desc.HandlerType != nil {
+		ht := reflect.TypeOf(desc.HandlerType).Elem()
+		if !reflect.TypeOf(impl).Implements(ht) {
+			panic(fmt.Sprintf("rpc: RegisterService: %T does not implement %v", impl, ht))
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serving {
+		panic("rpc: RegisterService after the Server started serving")
+	}
+	if _, dup := s.services[desc.ServiceName]; dup {
+		panic("rpc: RegisterService: service " + desc.ServiceName + " registered twice")
+	}
+	svc := &service{desc: desc, impl: impl}
+	s.services[desc.ServiceName] = svc
+	for i := range desc.Methods {
+		m := &desc.Methods[i]
+		name := "/" + desc.ServiceName + "/" + m.MethodName
+		s.methods[name] = &method{fullName: name, svc: svc, unary: m}
+	}
+	for i := range desc.Streams {
+		st := &desc.Streams[i]
+		name := "/" + desc.ServiceName + "/" + st.StreamName
+		s.methods[name] = &method{fullName: name, svc: svc, stream: st}
+	}
+}
+
+// GetServiceInfo reports the registered services by name.
+func (s *Server) GetServiceInfo() map[string]ServiceInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info := make(map[string]ServiceInfo, len(s.services))
+	for name, svc := range s.services {
+		var ms []MethodInfo
+		for _, m := range svc.desc.Methods {
+			ms = append(ms, MethodInfo{Name: m.MethodName})
+		}
+		for _, st := range svc.desc.Streams {
+			ms = append(ms, MethodInfo{Name: st.StreamName, IsClientStream: st.ClientStreams, IsServerStream: st.ServerStreams})
+		}
+		info[name] = ServiceInfo{Methods: ms, Metadata: svc.desc.Metadata}
+	}
+	return info
+}
+
+// startServing freezes the registry: lookups then need no lock.
+func (s *Server) startServing() {
+	s.mu.Lock()
+	s.serving = true
+	s.mu.Unlock()
+}
+
+// lookup finds a method by its full name without allocating.
+func (s *Server) lookup(name []byte) *method { return s.methods[string(name)] }
+
+// unknownMethod says what is unknown about a method name: the service or
+// the method.
+func (s *Server) unknownMethod(name string) string {
+	svc, _, ok := strings.Cut(strings.TrimPrefix(name, "/"), "/")
+	if !ok {
+		return fmt.Sprintf("malformed method name %q", name)
+	}
+	if _, known := s.services[svc]; known {
+		return fmt.Sprintf("unknown method %s", name)
+	}
+	return fmt.Sprintf("unknown service %s", svc)
+}
+
+// ErrServerStopped is returned by Serve after Stop or GracefulStop.
+var ErrServerStopped = errors.New("rpc: server stopped")
+
+// Serve accepts connections on lis and serves each on its own session,
+// until lis fails or the Server stops. It returns ErrServerStopped after
+// Stop or GracefulStop. Plain and TLS listeners both work.
+func (s *Server) Serve(lis net.Listener) error {
+	ml, err := mux.NewListener(lis, s.cfg.peer.muxConfig())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		ml.Close()
+		return ErrServerStopped
+	}
+	s.serving = true
+	s.listeners[ml] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ml)
+		s.mu.Unlock()
+		ml.Close()
+	}()
+	for {
+		sess, err := ml.Accept()
+		if err != nil {
+			s.mu.Lock()
+			stopping := s.stopping
+			s.mu.Unlock()
+			if stopping {
+				return ErrServerStopped
+			}
+			return err
+		}
+		s.sessionsWG.Add(1)
+		go func() {
+			defer s.sessionsWG.Done()
+			s.ServeSession(sess)
+		}()
+	}
+}
+
+// ServeConn serves one connection the caller accepted: the server side of
+// a session. It returns when the session ends.
+func (s *Server) ServeConn(conn net.Conn) error {
+	sess, err := mux.Server(conn, s.cfg.peer.muxConfig())
+	if err != nil {
+		return err
+	}
+	return s.ServeSession(sess)
+}
+
+// ServeSession serves calls on a session the caller made, on either side
+// of it, and returns when the session ends. It returns nil if the session
+// was closed by Close or Stop on this side.
+func (s *Server) ServeSession(sess *mux.Session) error {
+	cfg := s.cfg.peer
+	cfg.services = s
+	p := newPeer(sess, cfg)
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		p.sess.Kill()
+		<-p.served
+		return ErrServerStopped
+	}
+	s.peers[p] = struct{}{}
+	s.mu.Unlock()
+	if s.cfg.onPeer != nil {
+		go s.cfg.onPeer(p)
+	}
+	<-p.served
+	p.handlers.Wait()
+	s.mu.Lock()
+	delete(s.peers, p)
+	s.mu.Unlock()
+	if err := sess.Err(); !errors.Is(err, mux.ErrSessionClosed) {
+		return err
+	}
+	return nil
+}
+
+// Peers returns the peers connected now.
+func (s *Server) Peers() []*Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	peers := make([]*Peer, 0, len(s.peers))
+	for p := range s.peers {
+		peers = append(peers, p)
+	}
+	return peers
+}
+
+// GracefulStop stops accepting connections, sends every peer a GoAway so
+// that it makes no new calls, waits for the calls in flight in both
+// directions to finish, and closes the sessions.
+func (s *Server) GracefulStop() {
+	peers := s.stop()
+	for _, p := range peers {
+		p.sess.GoAway(mux.GoAwayNormal, []byte("server stopping"))
+	}
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.handlers.Wait()
+			p.Close()
+		}()
+	}
+	wg.Wait()
+	s.sessionsWG.Wait()
+}
+
+// Stop closes every listener and session at once; calls in flight fail.
+func (s *Server) Stop() {
+	for _, p := range s.stop() {
+		p.sess.Kill()
+		<-p.served
+	}
+	s.sessionsWG.Wait()
+}
+
+// stop closes the listeners and returns the peers connected now.
+func (s *Server) stop() []*Peer {
+	s.mu.Lock()
+	s.stopping = true
+	listeners := make([]*mux.Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		listeners = append(listeners, l)
+	}
+	s.mu.Unlock()
+	for _, l := range listeners {
+		l.Close()
+	}
+	return s.Peers()
+}
+
+var _ ServiceRegistrar = (*Server)(nil)
+var _ context.Context = (*serverCall)(nil)

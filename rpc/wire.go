@@ -1,0 +1,315 @@
+package rpc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// The call layer's wire format (PROTOCOL.md, part two). A call's stream
+// carries parts, each a one-byte kind and a four-byte big-endian length in
+// front of its payload. The caller sends a call header, messages and an
+// end part; the callee answers with an optional response header, messages
+// and a trailer. Headers and trailers are protobuf-encoded; the codec
+// below writes and reads them by hand, so they cost no reflection.
+
+// Part kinds.
+const (
+	partCallHeader     byte = 1
+	partMessage        byte = 2
+	partClientEnd      byte = 3
+	partResponseHeader byte = 4
+	partTrailer        byte = 5
+)
+
+const partPrefixLen = 5
+
+// maxHeaderBytes bounds call headers, response headers and trailers.
+const maxHeaderBytes = 1 << 20
+
+// Reset codes a caller uses to abort a call: 0x100 plus the gRPC code.
+const (
+	resetCanceled         = 0x100 + uint32(codes.Canceled)
+	resetDeadlineExceeded = 0x100 + uint32(codes.DeadlineExceeded)
+)
+
+// Field numbers of the header and trailer messages.
+const (
+	fieldCallMethod   = 1
+	fieldCallTimeout  = 2
+	fieldCallMetadata = 3
+
+	fieldHeaderMetadata = 1
+
+	fieldTrailerCode     = 1
+	fieldTrailerMessage  = 2
+	fieldTrailerDetails  = 3
+	fieldTrailerMetadata = 4
+
+	fieldEntryKey   = 1
+	fieldEntryValue = 2
+)
+
+var errMalformed = errors.New("malformed part")
+
+// beginPart appends a part prefix with a zero length; endPart fills it in.
+func beginPart(b []byte, kind byte) ([]byte, int) {
+	return append(b, kind, 0, 0, 0, 0), len(b)
+}
+
+func endPart(b []byte, start int) []byte {
+	binary.BigEndian.PutUint32(b[start+1:], uint32(len(b)-start-partPrefixLen))
+	return b
+}
+
+// appendEmptyPart appends a part without payload.
+func appendEmptyPart(b []byte, kind byte) []byte {
+	return append(b, kind, 0, 0, 0, 0)
+}
+
+// callHeader is a decoded call header. method aliases the part's payload.
+type callHeader struct {
+	method  []byte
+	timeout time.Duration // 0: none
+	md      metadata.MD
+}
+
+// appendCallHeader appends the call header part.
+func appendCallHeader(b []byte, method string, timeout time.Duration, md metadata.MD) []byte {
+	b, start := beginPart(b, partCallHeader)
+	b = protowire.AppendTag(b, fieldCallMethod, protowire.BytesType)
+	b = protowire.AppendString(b, method)
+	if timeout > 0 {
+		b = protowire.AppendTag(b, fieldCallTimeout, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(max(timeout.Microseconds(), 1)))
+	}
+	b = appendMetadata(b, fieldCallMetadata, md)
+	return endPart(b, start)
+}
+
+func parseCallHeader(p []byte) (callHeader, error) {
+	var h callHeader
+	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		switch {
+		case num == fieldCallMethod && typ == protowire.BytesType:
+			h.method = v
+		case num == fieldCallTimeout && typ == protowire.VarintType:
+			if x > uint64(maxTimeout/time.Microsecond) {
+				x = uint64(maxTimeout / time.Microsecond)
+			}
+			h.timeout = time.Duration(x) * time.Microsecond
+		case num == fieldCallMetadata && typ == protowire.BytesType:
+			return addEntry(&h.md, v)
+		}
+		return nil
+	})
+	if err == nil && len(h.method) == 0 {
+		err = fmt.Errorf("%w: call header without a method", errMalformed)
+	}
+	return h, err
+}
+
+// maxTimeout caps timeouts from the wire, so that adding one to now cannot
+// overflow.
+const maxTimeout = 100 * 365 * 24 * time.Hour
+
+// appendMetadataPart appends a response header part.
+func appendResponseHeader(b []byte, md metadata.MD) []byte {
+	b, start := beginPart(b, partResponseHeader)
+	b = appendMetadata(b, fieldHeaderMetadata, md)
+	return endPart(b, start)
+}
+
+func parseResponseHeader(p []byte) (metadata.MD, error) {
+	md := metadata.MD{}
+	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if num == fieldHeaderMetadata && typ == protowire.BytesType {
+			return addEntry(&md, v)
+		}
+		return nil
+	})
+	return md, err
+}
+
+// trailer is a decoded trailer: the call's status and trailer metadata.
+type trailer struct {
+	code    codes.Code
+	message string
+	details [][]byte // each a serialized google.protobuf.Any
+	md      metadata.MD
+}
+
+func appendTrailer(b []byte, t *trailer) []byte {
+	b, start := beginPart(b, partTrailer)
+	if t.code != codes.OK {
+		b = protowire.AppendTag(b, fieldTrailerCode, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(t.code))
+	}
+	if t.message != "" {
+		b = protowire.AppendTag(b, fieldTrailerMessage, protowire.BytesType)
+		b = protowire.AppendString(b, t.message)
+	}
+	for _, d := range t.details {
+		b = protowire.AppendTag(b, fieldTrailerDetails, protowire.BytesType)
+		b = protowire.AppendBytes(b, d)
+	}
+	b = appendMetadata(b, fieldTrailerMetadata, t.md)
+	return endPart(b, start)
+}
+
+func parseTrailer(p []byte) (trailer, error) {
+	var t trailer
+	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		switch {
+		case num == fieldTrailerCode && typ == protowire.VarintType:
+			if x > 1<<31 {
+				return fmt.Errorf("%w: status code %d", errMalformed, x)
+			}
+			t.code = codes.Code(x)
+		case num == fieldTrailerMessage && typ == protowire.BytesType:
+			t.message = string(v)
+		case num == fieldTrailerDetails && typ == protowire.BytesType:
+			t.details = append(t.details, append([]byte(nil), v...))
+		case num == fieldTrailerMetadata && typ == protowire.BytesType:
+			return addEntry(&t.md, v)
+		}
+		return nil
+	})
+	return t, err
+}
+
+// appendMetadata appends one entry field per value of md.
+func appendMetadata(b []byte, field protowire.Number, md metadata.MD) []byte {
+	for k, vs := range md {
+		for _, v := range vs {
+			b = protowire.AppendTag(b, field, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(entrySize(k, v)))
+			b = protowire.AppendTag(b, fieldEntryKey, protowire.BytesType)
+			b = protowire.AppendString(b, k)
+			b = protowire.AppendTag(b, fieldEntryValue, protowire.BytesType)
+			b = protowire.AppendString(b, v)
+		}
+	}
+	return b
+}
+
+func entrySize(k, v string) int {
+	return 2 + protowire.SizeBytes(len(k)) + protowire.SizeBytes(len(v))
+}
+
+// addEntry decodes one metadata entry into *md, making the map on first use.
+func addEntry(md *metadata.MD, p []byte) error {
+	var key, value []byte
+	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ == protowire.BytesType {
+			switch num {
+			case fieldEntryKey:
+				key = v
+			case fieldEntryValue:
+				value = v
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(key) == 0 {
+		return fmt.Errorf("%w: metadata entry without a key", errMalformed)
+	}
+	if *md == nil {
+		*md = metadata.MD{}
+	}
+	k := string(key)
+	(*md)[k] = append((*md)[k], string(value))
+	return nil
+}
+
+// parseFields walks the fields of a protobuf message, giving each to f:
+// its bytes for length-delimited fields, its value for varints. Other wire
+// types are skipped.
+func parseFields(p []byte, f func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
+	for len(p) > 0 {
+		num, typ, n := protowire.ConsumeTag(p)
+		if n < 0 {
+			return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(n))
+		}
+		p = p[n:]
+		var v []byte
+		var x uint64
+		switch typ {
+		case protowire.BytesType:
+			v, n = protowire.ConsumeBytes(p)
+		case protowire.VarintType:
+			x, n = protowire.ConsumeVarint(p)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, p)
+		}
+		if n < 0 {
+			return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(n))
+		}
+		p = p[n:]
+		if err := f(num, typ, v, x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// partReader reads the parts of a call's stream. The payload it returns is
+// valid until the next call of next.
+type partReader struct {
+	r      io.Reader
+	maxMsg int
+	prefix [partPrefixLen]byte
+	buf    []byte
+}
+
+// errTooLarge reports a part over the size limit; the payload was not read.
+type errTooLarge struct {
+	kind byte
+	size uint32
+	max  int
+}
+
+func (e *errTooLarge) Error() string {
+	if e.kind == partMessage {
+		return fmt.Sprintf("received message larger than max (%d vs. %d)", e.size, e.max)
+	}
+	return fmt.Sprintf("received header or trailer larger than max (%d vs. %d)", e.size, e.max)
+}
+
+// next reads the next part. At the end of the stream it returns io.EOF.
+func (r *partReader) next() (byte, []byte, error) {
+	if _, err := io.ReadFull(r.r, r.prefix[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("%w: stream ended inside a part prefix", errMalformed)
+		}
+		return 0, nil, err
+	}
+	kind, size := r.prefix[0], binary.BigEndian.Uint32(r.prefix[1:])
+	limit := maxHeaderBytes
+	if kind == partMessage {
+		limit = r.maxMsg
+	}
+	if uint64(size) > uint64(limit) {
+		return kind, nil, &errTooLarge{kind, size, limit}
+	}
+	if cap(r.buf) < int(size) {
+		r.buf = make([]byte, size, max(int(size), 2*cap(r.buf), 512))
+	}
+	p := r.buf[:size]
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("%w: stream ended inside a part", errMalformed)
+		}
+		return kind, nil, err
+	}
+	return kind, p, nil
+}
