@@ -309,11 +309,11 @@ func (st *Stream) writeLocked(p []byte, end bool) (int, error) {
 			st.sess.forget(st)
 		}
 		if len(p) == 0 && (last || !end) {
+			st.mu.Lock() // sendWindow and writeWake change under the reader goroutine
 			if st.sendWindow > 0 && st.writeWake != nil {
-				st.mu.Lock()
 				signal(st.writeWake)
-				st.mu.Unlock()
 			}
+			st.mu.Unlock()
 			return written, nil
 		}
 	}
