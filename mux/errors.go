@@ -46,14 +46,14 @@ var (
 	ErrUnsupported = errors.New("mux: not supported by this transport")
 
 	// ErrStreamIDsExhausted is reported by Open when this side has used all
-	// 2^30 stream ids of the session; open a new session.
+	// its stream ids (about 2^30) of the session; open a new session.
 	ErrStreamIDsExhausted = fmt.Errorf("%w: stream ids exhausted", ErrRefused)
 )
 
 // Reset codes with a meaning defined by the protocol. Applications may use
 // any other code; codes below 0x100 are reserved for the protocol.
 const (
-	ResetCancel      uint32 = 0x0 // the stream was abandoned (closed with input unread)
+	ResetCancel      uint32 = 0x0 // the stream was abandoned: closed before the peer finished sending
 	ResetRefused     uint32 = 0x1 // the stream was never processed; safe to retry
 	ResetFlowControl uint32 = 0x2 // the peer sent more than the stream's window
 	ResetInternal    uint32 = 0x3 // the implementation failed
@@ -97,7 +97,7 @@ func (e *ResetError) Is(target error) bool {
 type GoAwayError struct {
 	Code         uint32
 	Debug        []byte
-	LastStreamID uint32 // the highest stream id the sender processed
+	LastStreamID uint32 // the highest stream id the sender had seen; later ones were never processed
 	Remote       bool
 }
 

@@ -14,9 +14,13 @@ const (
 	prefaceLen      = 8
 	frameHeaderLen  = 9
 	maxFramePayload = 1<<24 - 1
-	maxWindow       = 1<<31 - 1
-	maxStreamID     = 1<<31 - 1
-	settingLen      = 6
+	// maxControlPayload bounds the payload of every frame but DATA, so
+	// that control frames always fit the reader's buffer.
+	maxControlPayload = 16 << 10
+	maxGoAwayDebug    = maxControlPayload - 8
+	maxWindow         = 1<<31 - 1
+	maxStreamID       = 1<<31 - 1
+	settingLen        = 6
 )
 
 // preface opens every native connection, in both directions: six magic
@@ -101,6 +105,9 @@ func parseFrameHeader(b []byte, maxPayload uint32) (frameHeader, error) {
 	if h.streamID > maxStreamID {
 		return h, fmt.Errorf("%w: reserved bit of stream id set", errFrame)
 	}
+	if h.typ != frameData {
+		maxPayload = maxControlPayload
+	}
 	if h.length > maxPayload {
 		return h, fmt.Errorf("%w: %s payload of %d bytes exceeds the limit of %d", errFrame, h.typ, h.length, maxPayload)
 	}
@@ -158,6 +165,14 @@ func checkPreface(b []byte) error {
 	return nil
 }
 
+// appendGoAway appends a GOAWAY frame for g.
+func appendGoAway(b []byte, g *GoAwayError) []byte {
+	b = appendFrameHeader(b, frameHeader{length: uint32(8 + len(g.Debug)), typ: frameGoAway})
+	b = binary.BigEndian.AppendUint32(b, g.LastStreamID)
+	b = binary.BigEndian.AppendUint32(b, g.Code)
+	return append(b, g.Debug...)
+}
+
 // settings are the values each side announces once, right after its preface.
 type settings struct {
 	maxIncomingStreams uint32
@@ -187,8 +202,8 @@ func parseSettings(p []byte) (settings, error) {
 		case settingMaxIncomingStreams:
 			s.maxIncomingStreams = v
 		case settingInitialWindow:
-			if v > maxWindow {
-				return s, fmt.Errorf("%w: initial window %d exceeds 2^31-1", errFrame, v)
+			if v < minStreamWindow || v > maxWindow {
+				return s, fmt.Errorf("%w: initial window %d out of range [1 KiB, 2^31-1]", errFrame, v)
 			}
 			s.initialWindow = v
 		case settingMaxFrameSize:

@@ -68,11 +68,20 @@ func (s *Session) connError(err error, partial int) error {
 func (s *Session) protocolError(cause error) error {
 	err := fmt.Errorf("%w: %w", ErrProtocol, cause)
 	debug := []byte(cause.Error())
-	if len(debug) > minFrameSize-8 {
-		debug = debug[:minFrameSize-8]
+	if len(debug) > maxGoAwayDebug {
+		debug = debug[:maxGoAwayDebug]
 	}
+	s.mu.Lock()
+	g := &GoAwayError{Code: GoAwayProtocolError, Debug: debug, LastStreamID: s.lastPeerID}
+	if s.goAwaySent == nil {
+		s.goAwaySent = g
+	}
+	s.mu.Unlock()
+	// Even after an earlier GoAway, this one says why the session ends.
 	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	s.GoAway(GoAwayProtocolError, debug)
+	if s.send(appendGoAway(nil, g), true) == nil {
+		s.waitFlushed()
+	}
 	return err
 }
 
@@ -172,6 +181,9 @@ func (s *Session) onStreamControl(h frameHeader) error {
 		return err
 	}
 	v := binary.BigEndian.Uint32(p)
+	if h.typ == frameWindowUpdate && (v == 0 || v > maxWindow) {
+		return s.protocolError(fmt.Errorf("%w: window increment %d on stream %d", errFrame, v, h.streamID))
+	}
 	st, err := s.lookup(h)
 	if err != nil || st == nil {
 		return err
@@ -181,9 +193,6 @@ func (s *Session) onStreamControl(h frameHeader) error {
 			s.forget(st)
 		}
 		return nil
-	}
-	if v == 0 || v > maxWindow {
-		return s.protocolError(fmt.Errorf("%w: window increment %d on stream %d", errFrame, v, h.streamID))
 	}
 	if !st.addCredit(int(v)) {
 		st.resetLocally(ResetFlowControl)

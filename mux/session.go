@@ -3,7 +3,6 @@ package mux
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -193,7 +192,7 @@ func (s *Session) readHandshake() error {
 	if err != nil {
 		return fmt.Errorf("mux: handshake: reading settings: %w", err)
 	}
-	h, err := parseFrameHeader(hb, 1<<16)
+	h, err := parseFrameHeader(hb, maxControlPayload)
 	if err == nil && h.typ != frameSettings {
 		err = fmt.Errorf("%w: first frame is %s, not SETTINGS", errFrame, h.typ)
 	}
@@ -384,6 +383,9 @@ func (s *Session) GoAway(code uint32, debug []byte) error {
 	if s.smux != nil {
 		return fmt.Errorf("mux: GoAway: %w", ErrUnsupported)
 	}
+	if len(debug) > maxGoAwayDebug {
+		return fmt.Errorf("mux: GoAway: %d bytes of debug data exceed the limit of %d", len(debug), maxGoAwayDebug)
+	}
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
@@ -396,15 +398,7 @@ func (s *Session) GoAway(code uint32, debug []byte) error {
 	g := &GoAwayError{Code: code, Debug: append([]byte(nil), debug...), LastStreamID: s.lastPeerID}
 	s.goAwaySent = g
 	s.mu.Unlock()
-	b := make([]byte, 0, frameHeaderLen+8+len(debug))
-	b = appendFrameHeader(b, frameHeader{length: uint32(8 + len(debug)), typ: frameGoAway})
-	b = binary.BigEndian.AppendUint32(b, g.LastStreamID)
-	b = binary.BigEndian.AppendUint32(b, code)
-	b = append(b, debug...)
-	if len(b) > frameHeaderLen+int(s.peer.maxFrameSize) {
-		return fmt.Errorf("mux: GoAway: %d bytes of debug data exceed the peer's frame size", len(debug))
-	}
-	return s.send(b, true)
+	return s.send(appendGoAway(nil, g), true)
 }
 
 // Close ends the session gracefully: it sends a GoAway, waits up to

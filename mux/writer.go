@@ -80,6 +80,7 @@ func (s *Session) sendData(st *Stream, p []byte, end bool) error {
 			return err
 		}
 		h.streamID = id
+		st.opened.Store(true) // from here on the peer may process it
 		h.flags |= flagOpen
 		h.length += uint32(uvarintLen(uint64(st.typ)))
 		s.wbuf = appendFrameHeader(s.wbuf, h)
@@ -122,6 +123,25 @@ func (s *Session) sendErrLocked() error {
 	return nil
 }
 
+// waitFlushed waits until everything queued so far has been written, or
+// writing failed.
+func (s *Session) waitFlushed() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for len(s.wbuf) > 0 || s.flushing {
+		if s.wfailed {
+			return
+		}
+		if !s.flushing {
+			s.flushLocked(true)
+			continue
+		}
+		s.wwaiters++
+		s.wroom.Wait()
+		s.wwaiters--
+	}
+}
+
 // flushLocked makes sure wbuf gets written: at once by the caller when
 // inline is set and no flush runs, otherwise by the running flusher or by
 // writeLoop. An inline flusher that keeps finding new frames hands the work
@@ -142,7 +162,15 @@ func (s *Session) flushLocked(inline bool) {
 		}
 		s.writeOutLocked()
 	}
+	s.doneFlushingLocked()
+}
+
+// doneFlushingLocked ends a flush, waking whoever waits for one to end.
+func (s *Session) doneFlushingLocked() {
 	s.flushing = false
+	if s.wwaiters > 0 {
+		s.wroom.Broadcast()
+	}
 }
 
 // writeOutLocked writes wbuf to the connection, releasing wmu meanwhile so
@@ -183,7 +211,7 @@ func (s *Session) writeLoop() {
 			for len(s.wbuf) > 0 && !s.wfailed {
 				s.writeOutLocked()
 			}
-			s.flushing = false
+			s.doneFlushingLocked()
 		}
 		s.wmu.Unlock()
 	}
