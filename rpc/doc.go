@@ -1,0 +1,35 @@
+// Package rpc makes calls over mux sessions: each call opens one stream of
+// a session and carries length-prefixed protocol buffers on it, with the
+// semantics of gRPC (status codes, metadata, deadlines, interceptors).
+//
+// The session is symmetric. Both of its sides are a [Peer]: one that calls
+// the other side, through generated clients built on it, and serves the
+// other side's calls when it has services. A client that dials with
+// [WithServices] exposes callbacks; a server's handler finds the caller's
+// Peer with [PeerFromContext] and calls them on the same connection, no
+// second listener needed. A [Server] accepts sessions and gives each its
+// Peer; [OnPeer] and [Server.Peers] let it call clients outside handlers.
+//
+//	srv := rpc.NewServer()
+//	echov1.RegisterEchoServer(srv, &echo{})
+//	go srv.Serve(lis)
+//
+//	callbacks := rpc.NewServer()
+//	echov1.RegisterNotifierServer(callbacks, &notifier{})
+//	peer, err := rpc.Dial(ctx, addr, rpc.WithServices(callbacks))
+//	reply, err := echov1.NewEchoClient(peer).Unary(ctx, req)
+//
+// Errors carry a gRPC status: status.Code(err) is the call's code, and a
+// cancelled or expired context gives Canceled or DeadlineExceeded. A call
+// the other side never processed (refused over its concurrency limit, or
+// sent after a GoAway) fails with Unavailable and [IsRetrySafe]; Invoke
+// retries it once by itself. Metadata travels as in gRPC: outgoing from
+// metadata.NewOutgoingContext, incoming in the handler's context, and
+// response headers and trailers with [SetHeader], [SendHeader],
+// [SetTrailer] in handlers and the [Header] and [Trailer] call options.
+//
+// The types that generated code uses ([ServiceDesc], [ClientConnInterface],
+// [ServiceRegistrar], the typed streams) mirror grpc-go's, so code and
+// habits carry over; package interceptors adapts go-grpc-middleware's
+// interceptors. PROTOCOL.md, part two, specifies the wire format.
+package rpc
