@@ -64,7 +64,10 @@ func (s *Session) smuxAcceptLoop() {
 		sms, err := s.smux.AcceptStream()
 		if err != nil {
 			if errors.Is(err, io.ErrClosedPipe) {
-				err = fmt.Errorf("mux: smux session ended: %w", io.EOF)
+				// smux closes its session itself only when its keepalive
+				// finds the peer silent; when this side closed it, fail has
+				// recorded why already and ignores this.
+				err = ErrKeepAliveTimeout
 			}
 			s.fail(err)
 			return
@@ -171,8 +174,9 @@ func (st *Stream) smuxErr(err error) error {
 	case errors.Is(err, smux.ErrTimeout):
 		return os.ErrDeadlineExceeded // as net.Conn promises
 	case errors.Is(err, io.ErrClosedPipe):
-		if serr := st.sess.Err(); serr != nil {
-			return serr
+		if st.sess.smux.IsClosed() { // the session ended; report why
+			<-st.sess.done // soon: smuxAcceptLoop or fail records it
+			return st.sess.err
 		}
 		return io.EOF
 	}
