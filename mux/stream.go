@@ -29,7 +29,9 @@ type Stream struct {
 	opened  atomic.Bool // the peer has been told of the stream
 
 	mu         sync.Mutex
-	rbuf       []byte // received bytes are rbuf[roff:]
+	rbuf       []byte  // received bytes are rbuf[roff:]
+	rbox       *[]byte // rbuf's pool box, if it came from the pool
+	waiters    int     // goroutines waiting on readWake or writeWake
 	roff       int
 	delivering bool // the reader goroutine is filling rbuf past len
 	recvEnd    bool // the peer ended its direction
@@ -134,9 +136,11 @@ func (st *Stream) Read(p []byte) (int, error) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		wake := st.waitChan(&st.readWake)
+		st.waiters++
 		st.mu.Unlock()
 		<-wake
 		st.mu.Lock()
+		st.waiters--
 	}
 }
 
@@ -156,7 +160,7 @@ func (st *Stream) creditLocked(n int) int {
 // waitChan returns the stream's wake-up channel, making it on first use.
 func (st *Stream) waitChan(c *chan struct{}) chan struct{} {
 	if *c == nil {
-		*c = make(chan struct{}, 1)
+		*c = wakePool.Get().(chan struct{})
 	}
 	return *c
 }
@@ -282,8 +286,12 @@ func (st *Stream) writeLocked(p []byte, end bool) (int, error) {
 		if n > 0 {
 			if st.sendWindow == 0 {
 				wake := st.waitChan(&st.writeWake)
+				st.waiters++
 				st.mu.Unlock()
 				<-wake
+				st.mu.Lock()
+				st.waiters--
+				st.mu.Unlock()
 				continue
 			}
 			n = min(n, st.sendWindow, maxFrame)
@@ -355,6 +363,7 @@ func (st *Stream) Close() error {
 	st.dropInputLocked()
 	st.stopDeadlinesLocked()
 	st.wakeLocked()
+	st.releaseWakeLocked()
 	finished := st.finishedLocked()
 	st.mu.Unlock()
 
@@ -408,7 +417,7 @@ func (st *Stream) Reset(code uint32) error {
 func (st *Stream) dropInputLocked() {
 	st.roff = len(st.rbuf)
 	if !st.delivering {
-		st.rbuf, st.roff = nil, 0
+		st.releaseRecvBufLocked()
 	}
 }
 
@@ -526,6 +535,9 @@ func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
 // reserveLocked makes room for n more bytes after rbuf's length and
 // returns that room.
 func (st *Stream) reserveLocked(n int) []byte {
+	if st.rbuf == nil && n <= pooledBufferSize {
+		st.takeRecvBufLocked()
+	}
 	if st.roff == len(st.rbuf) {
 		st.rbuf, st.roff = st.rbuf[:0], 0
 	}

@@ -67,7 +67,8 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 		defer stop()
 	}
 
-	r := partReader{r: st, maxMsg: cfg.maxRecv}
+	r := partReader{st: st, maxMsg: cfg.maxRecv}
+	defer r.release()
 	gotReply := false
 	for {
 		kind, payload, err := r.next()
@@ -166,7 +167,7 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 		return nil, sessionError(ctx, err)
 	}
 	cs := &clientStream{ctx: ctx, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
-	cs.r = partReader{r: st, maxMsg: cs.cfg.maxRecv}
+	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	cs.pending = appendCallHeader(nil, method, timeout, md)
 	if desc.ClientStreams {
@@ -336,6 +337,7 @@ func (cs *clientStream) finishLocked(err error) error {
 		cs.stop()
 	}
 	cs.st.Close()
+	cs.r.release()
 	return err
 }
 

@@ -67,11 +67,12 @@ func callFromContext(ctx context.Context) *serverCall {
 // handle serves the call on st, from its call header to its trailer.
 func (p *Peer) handle(st *mux.Stream) {
 	defer p.handlers.Done()
-	c := &serverCall{peer: p, st: st, r: partReader{r: st, maxMsg: p.cfg.maxRecv}}
+	c := &serverCall{peer: p, st: st, r: partReader{st: st, maxMsg: p.cfg.maxRecv}}
 	if p.srv != nil {
 		c.r.maxMsg = p.srv.cfg.peer.maxRecv
 	}
 	defer st.Close()
+	defer c.r.release()
 	kind, payload, err := c.r.next()
 	if err != nil || kind != partCallHeader {
 		c.ctx = p.ctx

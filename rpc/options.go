@@ -172,6 +172,15 @@ func MaxCallSendMsgSize(n int) CallOption {
 
 func (p *Peer) callConfig(opts []CallOption) callConfig {
 	c := callConfig{maxRecv: p.cfg.maxRecv, maxSend: p.cfg.maxSend}
+	if len(opts) == 0 {
+		return c
+	}
+	return applyCallOptions(c, opts)
+}
+
+// applyCallOptions is apart from callConfig so that only calls with
+// options pay for c escaping into the options' functions.
+func applyCallOptions(c callConfig, opts []CallOption) callConfig {
 	for _, o := range opts {
 		if f, ok := o.(callOption); ok {
 			f(&c)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -263,12 +264,39 @@ func parseFields(p []byte, f func(num protowire.Number, typ protowire.Type, v []
 }
 
 // partReader reads the parts of a call's stream. The payload it returns is
-// valid until the next call of next.
+// valid until the next call of next, and until release.
 type partReader struct {
-	r      io.Reader
+	st     *mux.Stream
 	maxMsg int
 	prefix [partPrefixLen]byte
-	buf    []byte
+	box    *[]byte // the pooled buffer payloads are read into
+}
+
+// release returns the reader's buffer to the pool.
+func (r *partReader) release() {
+	if r.box != nil {
+		putBuf(r.box)
+		r.box = nil
+	}
+}
+
+// readFull reads exactly len(p) bytes: io.EOF if the stream ended before
+// the first, io.ErrUnexpectedEOF if it ended after.
+func (r *partReader) readFull(p []byte) error {
+	for n := 0; n < len(p); {
+		m, err := r.st.Read(p[n:])
+		n += m
+		if err != nil {
+			if n == len(p) {
+				return nil
+			}
+			if err == io.EOF && n > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // errTooLarge reports a part over the size limit; the payload was not read.
@@ -287,7 +315,7 @@ func (e *errTooLarge) Error() string {
 
 // next reads the next part. At the end of the stream it returns io.EOF.
 func (r *partReader) next() (byte, []byte, error) {
-	if _, err := io.ReadFull(r.r, r.prefix[:]); err != nil {
+	if err := r.readFull(r.prefix[:]); err != nil {
 		if err == io.ErrUnexpectedEOF {
 			err = fmt.Errorf("%w: stream ended inside a part prefix", errMalformed)
 		}
@@ -301,11 +329,14 @@ func (r *partReader) next() (byte, []byte, error) {
 	if uint64(size) > uint64(limit) {
 		return kind, nil, &errTooLarge{kind, size, limit}
 	}
-	if cap(r.buf) < int(size) {
-		r.buf = make([]byte, size, max(int(size), 2*cap(r.buf), 512))
+	if r.box == nil {
+		r.box = getBuf()
 	}
-	p := r.buf[:size]
-	if _, err := io.ReadFull(r.r, p); err != nil {
+	if cap(*r.box) < int(size) {
+		*r.box = make([]byte, size, max(int(size), 2*cap(*r.box)))
+	}
+	p := (*r.box)[:size]
+	if err := r.readFull(p); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			err = fmt.Errorf("%w: stream ended inside a part", errMalformed)
 		}
