@@ -1,0 +1,265 @@
+package mux
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+	"time"
+)
+
+// TestAdmissionControl sets MaxIncomingStreams to 10 on a server that does
+// not accept: the client's 11th Open waits and then fails as retry-safe
+// ErrRefused, the session never freezes, and once the server takes and
+// closes streams, new ones open. On smux, which cannot tell the client its
+// limit, the 11th stream opens and is closed at once (io.EOF), as
+// documented.
+func TestAdmissionControl(t *testing.T) {
+	const limit = 10
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			c, s := pair(t, withTransport(nil, tr), withTransport(&Config{MaxIncomingStreams: limit}, tr))
+			ctx := testCtx(t, 10*time.Second)
+			var open []*Stream
+			defer func() {
+				for _, st := range open {
+					st.Close()
+				}
+			}()
+			for i := 0; i < limit; i++ {
+				st, err := c.Open(ctx)
+				if err != nil {
+					t.Fatalf("open %d: %v", i, err)
+				}
+				open = append(open, st)
+				if _, err := st.Write([]byte{byte(i)}); err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+			waitFor(t, "the server to hold 10 streams", func() bool { return s.NumStreams() == limit })
+
+			if tr == Native {
+				short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+				start := time.Now()
+				_, err := c.OpenType(short, TypeDefault)
+				cancel()
+				if !errors.Is(err, ErrRefused) || !IsRetrySafe(err) || !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("11th open: got %v, want a retry-safe ErrRefused after the context's deadline", err)
+				}
+				if d := time.Since(start); d < 90*time.Millisecond {
+					t.Fatalf("11th open failed after %v, before its context ended", d)
+				}
+				if _, err := c.Ping(ctx); err != nil {
+					t.Fatalf("Ping with the peer's stream limit reached: %v", err)
+				}
+				if _, err := s.Ping(ctx); err != nil {
+					t.Fatalf("server Ping with its stream limit reached: %v", err)
+				}
+			} else {
+				st, err := c.Open(ctx)
+				if err != nil {
+					t.Fatalf("smux 11th open: %v", err)
+				}
+				st.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := st.Read(make([]byte, 1)); err != io.EOF {
+					t.Fatalf("smux stream over the limit: read %v, want io.EOF", err)
+				}
+				st.Close()
+			}
+			// The other direction is not limited and keeps working.
+			serveEcho(t, c)
+			if err := echo(ctx, s, []byte("server to client, limit reached")); err != nil {
+				t.Fatal(err)
+			}
+
+			// An Open waiting for a slot gets the first one freed.
+			waiting := make(chan error, 1)
+			if tr == Native {
+				go func() {
+					st, err := c.Open(ctx)
+					if err == nil {
+						err = echoOn(ctx, st, []byte("waited for a slot"), false)
+						st.Close()
+					}
+					waiting <- err
+				}()
+			}
+			// The native engine offers streams in the order they arrived;
+			// smux admits each in its own goroutine, in any order.
+			seen := map[byte]bool{}
+			for i := 0; i < limit; i++ {
+				st, err := s.Accept(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(st, b); err != nil || seen[b[0]] || b[0] >= limit || tr == Native && b[0] != byte(i) {
+					t.Fatalf("accepted stream %d: read %v, %v", i, b, err)
+				}
+				seen[b[0]] = true
+				st.Close()
+			}
+			serveEcho(t, s) // from here on the server accepts everything
+			if tr == Native {
+				if err := <-waiting; err != nil {
+					t.Fatalf("open waiting for a slot: %v", err)
+				}
+			}
+			for i := 0; i < 2*limit; i++ {
+				if err := echo(ctx, c, pattern(i, 100)); err != nil {
+					t.Fatalf("echo %d after the server freed its slots: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+// waitFor polls cond for up to 5 seconds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAdmissionRawPeer is a peer that ignores the advertised limit of 10
+// and opens 20 streams: the 10 over the limit are reset with ResetRefused,
+// the first 10 are untouched, and the session stays usable.
+func TestAdmissionRawPeer(t *testing.T) {
+	const limit = 10
+	p, s := rawClientOf(t, &Config{MaxIncomingStreams: limit})
+	if p.peer.maxIncomingStreams != limit {
+		t.Fatalf("session announced a limit of %d, want %d", p.peer.maxIncomingStreams, limit)
+	}
+	ctx := testCtx(t, 10*time.Second)
+	var frames []byte
+	for i := uint32(0); i < 2*limit; i++ {
+		frames = append(frames, openFrame(2*i+1, TypeDefault, []byte{byte(i)}, false)...)
+	}
+	p.send(frames)
+	refused := map[uint32]bool{}
+	for _, h := range p.pingPong(1) {
+		if h.typ != frameReset {
+			continue
+		}
+		refused[h.streamID] = true
+	}
+	for i := uint32(0); i < 2*limit; i++ {
+		id := 2*i + 1
+		if refused[id] != (i >= limit) {
+			t.Errorf("stream %d (number %d): refused %v", id, i+1, refused[id])
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("session ended: %v", err)
+	}
+
+	// The codes say "never processed".
+	p.send(openFrame(41, TypeDefault, nil, false))
+	_, payload := p.until("RESET of stream 41", func(h frameHeader, _ []byte) bool {
+		return h.typ == frameReset && h.streamID == 41
+	})
+	if code := binary.BigEndian.Uint32(payload); code != ResetRefused {
+		t.Fatalf("reset code %#x, want ResetRefused", code)
+	}
+
+	// The admitted streams hold their data; closing one frees a slot.
+	for i := 0; i < limit; i++ {
+		st, err := s.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SetDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(st, b); err != nil || b[0] != byte(i) || st.ID() != uint32(2*i+1) {
+			t.Fatalf("stream %d: read %v, %v", st.ID(), b, err)
+		}
+		if i == 0 {
+			st.Close()
+		} else {
+			defer st.Close()
+		}
+	}
+	p.send(openFrame(43, TypeDefault, []byte("in"), true))
+	for _, h := range p.pingPong(2) {
+		if h.typ == frameReset && h.streamID == 43 {
+			t.Fatal("stream 43 refused after a slot was freed")
+		}
+	}
+	st, err := s.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.ID() != 43 {
+		t.Fatalf("accepted stream %d, want 43", st.ID())
+	}
+}
+
+// TestStreamsEndedBeforeAccept opens streams that the peer writes to and
+// closes before this side accepts them: each is still accepted with all
+// its data, and they count toward MaxIncomingStreams until then.
+func TestStreamsEndedBeforeAccept(t *testing.T) {
+	const limit = 5
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			c, s := pair(t, withTransport(nil, tr), withTransport(&Config{MaxIncomingStreams: limit}, tr))
+			ctx := testCtx(t, 10*time.Second)
+			for i := 0; i < limit; i++ {
+				st, err := c.Open(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := st.Write(pattern(i, 1000)); err != nil {
+					t.Fatal(err)
+				}
+				st.Close()
+			}
+			waitFor(t, "the streams to arrive", func() bool { return s.NumStreams() == limit })
+			if tr == Native {
+				if n := c.NumStreams(); n != 0 {
+					t.Fatalf("client still counts %d closed streams", n)
+				}
+				// The server's slots are still taken: the client cannot
+				// know, so its next stream is refused by the server.
+				st, err := c.Open(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.SetDeadline(time.Now().Add(5 * time.Second))
+				st.Write([]byte("over"))
+				if _, err := st.Read(make([]byte, 1)); !IsRetrySafe(err) {
+					t.Fatalf("stream over the limit: read %v, want a retry-safe error", err)
+				}
+				st.Close()
+			}
+			want := map[string]bool{}
+			for i := 0; i < limit; i++ {
+				want[string(pattern(i, 1000))] = true
+			}
+			for i := 0; i < limit; i++ {
+				st, err := s.Accept(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.SetDeadline(time.Now().Add(5 * time.Second))
+				got, err := io.ReadAll(st)
+				if err != nil || !want[string(got)] || tr == Native && string(got) != string(pattern(i, 1000)) {
+					t.Fatalf("stream %d: read %d bytes, %v", i, len(got), err)
+				}
+				delete(want, string(got))
+				st.Close()
+			}
+			waitFor(t, "the slots to free", func() bool { return s.NumStreams() == 0 })
+			serveEcho(t, s)
+			if err := echo(ctx, c, []byte("after")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

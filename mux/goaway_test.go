@@ -1,0 +1,270 @@
+package mux
+
+import (
+	"errors"
+	"io"
+	"testing"
+	"time"
+)
+
+// TestGoAway checks what a GoAway promises: streams the server has taken
+// complete normally, a stream whose first frame reaches the server after
+// the GoAway fails as never processed (retry-safe), the client's later
+// Opens fail with ErrRefused and ErrGoAway carrying the code and debug
+// data, and an error of a stream that was processed is not retry-safe.
+func TestGoAway(t *testing.T) {
+	const code = 0x77
+	const resetType StreamType = 5 // the server reads one byte, then resets
+	c, s, p := proxyPair(t, nil, nil)
+	serveEcho(t, s)
+	serve(t, s, resetType, func(st *Stream) {
+		st.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(st, make([]byte, 2)); err == nil {
+			st.Reset(0x300)
+		}
+	})
+	serveEcho(t, c)
+	ctx := testCtx(t, 10*time.Second)
+
+	// Taken by the server before its GoAway.
+	early, err := c.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	early.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := early.Write([]byte("before ")); err != nil {
+		t.Fatal(err)
+	}
+	processed, err := c.OpenType(ctx, resetType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer processed.Close()
+	processed.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := processed.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the server to take both streams", func() bool { return s.NumStreams() == 2 })
+
+	// The client does not hear of the GoAway before its next stream's
+	// first frame reaches the server.
+	p.pause(toClient, true)
+	late, err := c.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	late.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := s.GoAway(code, []byte("maintenance")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := late.Write([]byte("too late")); err != nil {
+		t.Fatalf("write of a stream the client does not know is refused: %v", err)
+	}
+	waitFor(t, "the late stream to reach the server", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return late.ID() != 0 && s.lastPeerID == late.ID()
+	})
+	p.pause(toClient, false)
+
+	_, err = late.Read(make([]byte, 1))
+	if !IsRetrySafe(err) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("stream that reached the server after its GoAway: %v, want a retry-safe error", err)
+	}
+	_, err = c.Open(ctx)
+	if !errors.Is(err, ErrRefused) || !errors.Is(err, ErrGoAway) || !IsRetrySafe(err) {
+		t.Fatalf("Open after the GoAway: got %v, want ErrRefused and ErrGoAway", err)
+	}
+	var ga *GoAwayError
+	if !errors.As(err, &ga) || ga.Code != code || string(ga.Debug) != "maintenance" || !ga.Remote || ga.LastStreamID != processed.ID() {
+		t.Fatalf("Open after the GoAway: %#v, want code %#x, debug, Remote, last stream %d", ga, code, processed.ID())
+	}
+
+	// The stream taken before the GoAway completes normally.
+	if _, err := early.Write([]byte("and after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := early.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(early); err != nil || string(got) != "before and after" {
+		t.Fatalf("stream taken before the GoAway: read %q, %v", got, err)
+	}
+	// One the server processed and then reset is not retry-safe.
+	if _, err := processed.Write([]byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = processed.Read(make([]byte, 1))
+	var re *ResetError
+	if !errors.As(err, &re) || re.Code != 0x300 || !re.Remote || IsRetrySafe(err) {
+		t.Fatalf("processed stream reset by the server: %v, want a ResetError 0x300 that is not retry-safe", err)
+	}
+
+	// The side that sent the GoAway may still open streams, and a second
+	// GoAway changes nothing.
+	if err := echo(ctx, s, []byte("server after its GoAway")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.GoAway(code+1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Err(); err != nil {
+		t.Fatalf("GoAway ended the client's session: %v", err)
+	}
+}
+
+// TestGoAwayUnsupportedOnSmux: smux has no GoAway.
+func TestGoAwayUnsupportedOnSmux(t *testing.T) {
+	c, s := pair(t, &Config{Transport: Smux}, &Config{Transport: Smux})
+	if err := s.GoAway(GoAwayNormal, nil); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("GoAway on smux: %v, want ErrUnsupported", err)
+	}
+	if _, err := c.Ping(testCtx(t, time.Second)); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("Ping on smux: %v, want ErrUnsupported", err)
+	}
+}
+
+// TestGracefulClose checks Session.Close: it refuses new streams, lets the
+// one in flight finish, then ends; the client's error is then the
+// server's GoAway (a *GoAwayError with GoAwayNormal) and Done fires. On
+// smux, which has no GoAway, the in-flight stream finishes the same way
+// and the client sees the connection end.
+func TestGracefulClose(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			c, s := pair(t, withTransport(nil, tr), withTransport(nil, tr))
+			serveEcho(t, s)
+			ctx := testCtx(t, 10*time.Second)
+			st, err := c.Open(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			st.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := st.Write([]byte("in flight ")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the server to take the stream", func() bool { return s.NumStreams() == 1 })
+			closed := make(chan error, 1)
+			start := time.Now()
+			go func() { closed <- s.Close() }()
+
+			if tr == Native {
+				// The client hears of the GoAway: its opens fail, retry-safe.
+				waitFor(t, "the client to hear of the GoAway", func() bool {
+					st2, err := c.Open(ctx)
+					if err != nil {
+						if !IsRetrySafe(err) || !errors.Is(err, ErrGoAway) {
+							t.Fatalf("Open during the server's Close: %v, want a retry-safe GoAway error", err)
+						}
+						return true
+					}
+					st2.Close()
+					return false
+				})
+			} else {
+				waitFor(t, "the server to start closing", func() bool {
+					s.mu.Lock()
+					defer s.mu.Unlock()
+					return s.closing
+				})
+			}
+			select {
+			case <-closed:
+				t.Fatal("Close returned with a stream in flight")
+			case <-c.Done():
+				t.Fatal("client session ended with a stream in flight")
+			default:
+			}
+			want := "in flight and done"
+			if _, err := st.Write([]byte("and done")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(want))
+			if tr == Native {
+				st.CloseWrite()
+				got, err = io.ReadAll(st)
+			} else {
+				_, err = io.ReadFull(st, got)
+			}
+			if err != nil || string(got) != want {
+				t.Fatalf("in-flight stream: read %q, %v", got, err)
+			}
+			st.Close()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("Close did not return once the stream finished")
+			}
+			if d := time.Since(start); d > defaultCloseTimeout-time.Second {
+				t.Errorf("Close took %v: it waited for its timeout, not for the stream", d)
+			}
+			if err := waitDone(t, c, 5*time.Second); tr == Native {
+				var ga *GoAwayError
+				if !errors.As(err, &ga) || ga.Code != GoAwayNormal || !ga.Remote {
+					t.Fatalf("client's error after the server's Close: %v, want the server's GoAway", err)
+				}
+			} else if err == nil {
+				t.Fatal("client's session ended without an error")
+			}
+			if err := s.Err(); !errors.Is(err, ErrSessionClosed) {
+				t.Fatalf("server's error after Close: %v, want ErrSessionClosed", err)
+			}
+		})
+	}
+}
+
+// TestCloseTimeout: a stream that does not finish does not hold Close
+// beyond CloseTimeout; it fails then.
+func TestCloseTimeout(t *testing.T) {
+	const closeTimeout = 200 * time.Millisecond
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			c, s := pair(t, withTransport(nil, tr), withTransport(&Config{CloseTimeout: closeTimeout}, tr))
+			ctx := testCtx(t, 10*time.Second)
+			st, err := c.Open(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if _, err := st.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			peer, err := s.Accept(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close()
+			readErr := make(chan error, 1)
+			go func() {
+				_, err := peer.Read(make([]byte, 10))
+				_, err = peer.Read(make([]byte, 10))
+				readErr <- err
+			}()
+			start := time.Now()
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d < closeTimeout-20*time.Millisecond || d > closeTimeout+2*time.Second {
+				t.Fatalf("Close with a stuck stream took %v, CloseTimeout is %v", d, closeTimeout)
+			}
+			select {
+			case err := <-readErr:
+				if err == nil {
+					t.Fatal("stream read succeeded after Close")
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("stream still blocked after Close")
+			}
+			waitDone(t, c, 5*time.Second)
+			if err := s.Close(); err != nil {
+				t.Fatalf("second Close: %v", err)
+			}
+		})
+	}
+}
