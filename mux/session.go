@@ -141,8 +141,9 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 // both within the handshake timeout.
 func (s *Session) handshake(ctx context.Context) error {
 	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
+	ctxDeadline := false // the connection's deadline is ctx's
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+		deadline, ctxDeadline = d, true
 	}
 	s.conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })
@@ -166,6 +167,11 @@ func (s *Session) handshake(ctx context.Context) error {
 		err = fmt.Errorf("mux: handshake: sending preface: %w", werr)
 	}
 	if err != nil {
+		if ctxDeadline && isTimeout(err) {
+			// The connection's deadline was ctx's: ctx ends now, if its
+			// timer has not fired yet.
+			<-ctx.Done()
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("mux: handshake: %w", ctx.Err())
 		}
