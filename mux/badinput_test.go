@@ -400,7 +400,7 @@ func TestTruncatedFrame(t *testing.T) {
 // session with ErrProtocol, and the peer receives a GOAWAY with
 // GoAwayProtocolError first. Another session in the process is untouched.
 func TestMalformedFrames(t *testing.T) {
-	const maxFrame = 16 << 10
+	const maxFrame = 4 << 10
 	cfg := &Config{MaxFrameSize: maxFrame}
 	open1 := openFrame(1, TypeDefault, []byte("x"), false)
 	cases := []struct {
@@ -422,6 +422,7 @@ func TestMalformedFrames(t *testing.T) {
 		{"PING of 4 bytes", frame(framePing, 0, 0, word(1))},
 		{"GOAWAY of 4 bytes", frame(frameGoAway, 0, 0, word(0))},
 		{"GOAWAY on a stream", frame(frameGoAway, 0, 1, make([]byte, 8))},
+		{"GOAWAY beyond MaxFrameSize", frame(frameGoAway, 0, 0, make([]byte, maxFrame+1))},
 		{"reserved bit of the stream id", frame(frameData, flagOpen, 1|1<<31, []byte{0})},
 		{"SETTINGS after the handshake", appendSettings(nil, rawSettings)},
 		{"DATA for a never-opened stream", dataFrame(5, []byte("abc"), false)},

@@ -106,7 +106,7 @@ func parseFrameHeader(b []byte, maxPayload uint32) (frameHeader, error) {
 		return h, fmt.Errorf("%w: reserved bit of stream id set", errFrame)
 	}
 	if h.typ != frameData {
-		maxPayload = maxControlPayload
+		maxPayload = min(maxPayload, maxControlPayload)
 	}
 	if h.length > maxPayload {
 		return h, fmt.Errorf("%w: %s payload of %d bytes exceeds the limit of %d", errFrame, h.typ, h.length, maxPayload)

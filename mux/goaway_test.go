@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"testing"
@@ -266,5 +267,35 @@ func TestCloseTimeout(t *testing.T) {
 				t.Fatalf("second Close: %v", err)
 			}
 		})
+	}
+}
+
+// TestGoAwayDebugFitsPeerFrameSize: a GOAWAY must fit the receiver's
+// MaxFrameSize, so GoAway refuses debug data that would not, and the
+// largest that fits arrives intact.
+func TestGoAwayDebugFitsPeerFrameSize(t *testing.T) {
+	c, s := pair(t, &Config{MaxFrameSize: minFrameSize}, nil)
+	if err := s.GoAway(GoAwayNormal, make([]byte, minFrameSize-7)); err == nil {
+		t.Fatal("GoAway sent debug data beyond the peer's frame size")
+	}
+	debug := pattern(1, minFrameSize-8)
+	if err := s.GoAway(0x5, debug); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 5*time.Second)
+	waitFor(t, "the GoAway to arrive", func() bool {
+		st, err := c.Open(ctx)
+		if err != nil {
+			var ga *GoAwayError
+			if !errors.As(err, &ga) || ga.Code != 0x5 || !bytes.Equal(ga.Debug, debug) {
+				t.Fatalf("Open after the GoAway: %v", err)
+			}
+			return true
+		}
+		st.Close()
+		return false
+	})
+	if err := c.Err(); err != nil {
+		t.Fatalf("the GoAway broke the client's session: %v", err)
 	}
 }

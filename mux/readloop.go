@@ -68,8 +68,8 @@ func (s *Session) connError(err error, partial int) error {
 func (s *Session) protocolError(cause error) error {
 	err := fmt.Errorf("%w: %w", ErrProtocol, cause)
 	debug := []byte(cause.Error())
-	if len(debug) > maxGoAwayDebug {
-		debug = debug[:maxGoAwayDebug]
+	if limit := s.goAwayDebugLimit(); len(debug) > limit {
+		debug = debug[:limit]
 	}
 	s.mu.Lock()
 	g := &GoAwayError{Code: GoAwayProtocolError, Debug: debug, LastStreamID: s.lastPeerID}

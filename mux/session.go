@@ -389,8 +389,8 @@ func (s *Session) GoAway(code uint32, debug []byte) error {
 	if s.smux != nil {
 		return fmt.Errorf("mux: GoAway: %w", ErrUnsupported)
 	}
-	if len(debug) > maxGoAwayDebug {
-		return fmt.Errorf("mux: GoAway: %d bytes of debug data exceed the limit of %d", len(debug), maxGoAwayDebug)
+	if limit := s.goAwayDebugLimit(); len(debug) > limit {
+		return fmt.Errorf("mux: GoAway: %d bytes of debug data exceed the limit of %d", len(debug), limit)
 	}
 	s.mu.Lock()
 	if s.err != nil {
@@ -405,6 +405,12 @@ func (s *Session) GoAway(code uint32, debug []byte) error {
 	s.goAwaySent = g
 	s.mu.Unlock()
 	return s.send(appendGoAway(nil, g), true)
+}
+
+// goAwayDebugLimit is the most debug data a GOAWAY may carry: the frame
+// must fit the peer's MaxFrameSize as well as the control-frame bound.
+func (s *Session) goAwayDebugLimit() int {
+	return min(maxGoAwayDebug, int(s.peer.maxFrameSize)-8)
 }
 
 // Close ends the session gracefully: it sends a GoAway, waits up to
