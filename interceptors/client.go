@@ -1,0 +1,201 @@
+package interceptors
+
+import (
+	"context"
+
+	"github.com/muxrpc/muxrpc/rpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// UnaryClient returns an option that runs the interceptors, the first
+// outermost, around every unary call the Peer makes (or, given to
+// rpc.NewServer, every unary call the server makes back to its clients).
+//
+// The interceptors get a nil *grpc.ClientConn and the call's grpc call
+// options; the invoker they call makes the call on the Peer, with the call
+// options they pass on and the caller's rpc call options.
+func UnaryClient(is ...grpc.UnaryClientInterceptor) rpc.Option {
+	chain := chainUnaryClient(append([]grpc.UnaryClientInterceptor(nil), is...))
+	return rpc.ChainUnaryClient(func(ctx context.Context, method string, req, reply any, cc rpc.ClientConnInterface, invoker rpc.UnaryInvoker, opts ...rpc.CallOption) error {
+		if chain == nil {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		gopts, own := splitCallOptions(opts)
+		return chain(ctx, method, req, reply, nil, func(ctx context.Context, method string, req, reply any, _ *grpc.ClientConn, gopts ...grpc.CallOption) error {
+			opts, done := callOptions(own, gopts, true)
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if done != nil {
+				done()
+			}
+			return err
+		}, gopts...)
+	})
+}
+
+// StreamClient returns an option that runs the interceptors, the first
+// outermost, around every streaming call the Peer makes (or, given to
+// rpc.NewServer, every streaming call the server makes back to its
+// clients).
+//
+// The interceptors get a nil *grpc.ClientConn, a *grpc.StreamDesc made
+// from the call's rpc.StreamDesc and the call's grpc call options; the
+// stream the outermost one returns, its own wrapper or the rpc package's
+// stream, is the stream the caller gets.
+func StreamClient(is ...grpc.StreamClientInterceptor) rpc.Option {
+	chain := chainStreamClient(append([]grpc.StreamClientInterceptor(nil), is...))
+	return rpc.ChainStreamClient(func(ctx context.Context, desc *rpc.StreamDesc, cc rpc.ClientConnInterface, method string, streamer rpc.Streamer, opts ...rpc.CallOption) (rpc.ClientStream, error) {
+		if chain == nil {
+			return streamer(ctx, desc, cc, method, opts...)
+		}
+		gopts, own := splitCallOptions(opts)
+		gdesc := grpcStreamDesc(desc)
+		cs, err := chain(ctx, gdesc, nil, method, func(ctx context.Context, gd *grpc.StreamDesc, _ *grpc.ClientConn, method string, gopts ...grpc.CallOption) (grpc.ClientStream, error) {
+			d := desc
+			if gd != gdesc || gd.StreamName != desc.StreamName || gd.ServerStreams != desc.ServerStreams || gd.ClientStreams != desc.ClientStreams {
+				d = rpcStreamDesc(gd)
+			}
+			opts, _ := callOptions(own, gopts, false)
+			cs, err := streamer(ctx, d, cc, method, opts...)
+			if err != nil {
+				return nil, err
+			}
+			return cs, nil
+		}, gopts...)
+		if err != nil {
+			return nil, err
+		}
+		return cs, nil
+	})
+}
+
+// grpcStreamDesc describes a streaming method with grpc's type.
+func grpcStreamDesc(d *rpc.StreamDesc) *grpc.StreamDesc {
+	if d == nil {
+		return &grpc.StreamDesc{}
+	}
+	gd := &grpc.StreamDesc{StreamName: d.StreamName, ServerStreams: d.ServerStreams, ClientStreams: d.ClientStreams}
+	if h := d.Handler; h != nil {
+		gd.Handler = func(srv any, stream grpc.ServerStream) error { return h(srv, stream) }
+	}
+	return gd
+}
+
+// rpcStreamDesc describes a streaming method with the rpc package's type.
+func rpcStreamDesc(gd *grpc.StreamDesc) *rpc.StreamDesc {
+	if gd == nil {
+		return &rpc.StreamDesc{}
+	}
+	d := &rpc.StreamDesc{StreamName: gd.StreamName, ServerStreams: gd.ServerStreams, ClientStreams: gd.ClientStreams}
+	if h := gd.Handler; h != nil {
+		d.Handler = func(srv any, stream rpc.ServerStream) error { return h(srv, stream) }
+	}
+	return d
+}
+
+// splitCallOptions separates the grpc call options, which the interceptors
+// see, from the others, which go around them to the call.
+func splitCallOptions(opts []rpc.CallOption) (gopts []grpc.CallOption, own []rpc.CallOption) {
+	for _, o := range opts {
+		if g, ok := o.(grpc.CallOption); ok {
+			gopts = append(gopts, g)
+		} else {
+			own = append(own, o)
+		}
+	}
+	return gopts, own
+}
+
+// callOptions puts back together the options a call gets: the grpc options
+// the interceptors passed on, the rpc options that do what some of them
+// do, then the caller's own rpc options, which win where they set the same
+// thing. Every grpc.Header and grpc.Trailer option of a unary call gets
+// the metadata, as in gRPC, unless the caller's own rpc.Header or
+// rpc.Trailer takes it: the rpc package fills one destination of each.
+// done, when not nil, hands the metadata to them once the call returns.
+func callOptions(own []rpc.CallOption, gopts []grpc.CallOption, unary bool) (opts []rpc.CallOption, done func()) {
+	if len(gopts) == 0 {
+		return own, nil
+	}
+	opts = make([]rpc.CallOption, 0, len(gopts)+len(own)+2)
+	var headers, trailers []*metadata.MD
+	for _, g := range gopts {
+		opts = append(opts, g)
+		switch o := g.(type) {
+		case grpc.HeaderCallOption:
+			if o.HeaderAddr != nil {
+				headers = append(headers, o.HeaderAddr)
+			}
+		case grpc.TrailerCallOption:
+			if o.TrailerAddr != nil {
+				trailers = append(trailers, o.TrailerAddr)
+			}
+		case grpc.MaxRecvMsgSizeCallOption:
+			opts = append(opts, rpc.MaxCallRecvMsgSize(o.MaxRecvMsgSize))
+		case grpc.MaxSendMsgSizeCallOption:
+			opts = append(opts, rpc.MaxCallSendMsgSize(o.MaxSendMsgSize))
+		}
+	}
+	if unary && (headers != nil || trailers != nil) {
+		var header, trailer metadata.MD
+		if headers != nil {
+			opts = append(opts, rpc.Header(&header))
+		}
+		if trailers != nil {
+			opts = append(opts, rpc.Trailer(&trailer))
+		}
+		done = func() {
+			for _, h := range headers {
+				*h = header
+			}
+			for _, t := range trailers {
+				*t = trailer
+			}
+		}
+	}
+	return append(opts, own...), done
+}
+
+// chainUnaryClient makes one interceptor of several, the first outermost.
+func chainUnaryClient(is []grpc.UnaryClientInterceptor) grpc.UnaryClientInterceptor {
+	switch len(is) {
+	case 0:
+		return nil
+	case 1:
+		return is[0]
+	}
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return is[0](ctx, method, req, reply, cc, unaryClientNext(is[1:], invoker), opts...)
+	}
+}
+
+func unaryClientNext(is []grpc.UnaryClientInterceptor, last grpc.UnaryInvoker) grpc.UnaryInvoker {
+	if len(is) == 0 {
+		return last
+	}
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+		return is[0](ctx, method, req, reply, cc, unaryClientNext(is[1:], last), opts...)
+	}
+}
+
+// chainStreamClient makes one interceptor of several, the first outermost.
+func chainStreamClient(is []grpc.StreamClientInterceptor) grpc.StreamClientInterceptor {
+	switch len(is) {
+	case 0:
+		return nil
+	case 1:
+		return is[0]
+	}
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return is[0](ctx, desc, cc, method, streamClientNext(is[1:], streamer), opts...)
+	}
+}
+
+func streamClientNext(is []grpc.StreamClientInterceptor, last grpc.Streamer) grpc.Streamer {
+	if len(is) == 0 {
+		return last
+	}
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return is[0](ctx, desc, cc, method, streamClientNext(is[1:], last), opts...)
+	}
+}
