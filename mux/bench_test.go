@@ -14,7 +14,10 @@ package mux
 //
 // Both ends run in this process, so allocs/op counts the client and the
 // server. Servers start before b.ResetTimer: their setup is not counted,
-// their steady-state work is. Every benchmark is bounded by a watchdog that
+// their steady-state work is. On Linux, rsys/op and wsys/op count the
+// read- and write-family syscalls per op of both ends (from /proc/self/io;
+// wsys includes the runtime's netpoll wake-ups), which shows how well
+// frames are batched. Every benchmark is bounded by a watchdog that
 // kills the sessions (or closes the connections) after benchLimit, which
 // fails whatever is blocked, and cleans up its goroutines for goleak.
 //
@@ -29,7 +32,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -212,6 +217,46 @@ func expectEOFStream(st *Stream, p []byte) error {
 	return nil
 }
 
+// sysCount samples the process's read- and write-family syscall counts
+// (syscr, syscw in /proc/self/io; Linux only) so a benchmark can report
+// syscalls per op for both ends together. Sampling allocates, so take the
+// samples outside the timed region.
+type sysCount struct {
+	r, w int64
+	ok   bool
+}
+
+func sampleSyscalls() sysCount {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return sysCount{}
+	}
+	var c sysCount
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch {
+		case err != nil:
+		case k == "syscr":
+			c.r, c.ok = n, true
+		case k == "syscw":
+			c.w = n
+		}
+	}
+	return c
+}
+
+// report adds read and write syscalls per op since c, as "rsys/op" and
+// "wsys/op", when the counts are available.
+func (c sysCount) report(b *testing.B) {
+	now := sampleSyscalls()
+	if !c.ok || !now.ok || b.N == 0 {
+		return
+	}
+	b.ReportMetric(float64(now.r-c.r)/float64(b.N), "rsys/op")
+	b.ReportMetric(float64(now.w-c.w)/float64(b.N), "wsys/op")
+}
+
 // ---------------------------------------------------------------------------
 // Ping-pong: one round trip of 64 bytes each way on one long-lived channel.
 
@@ -247,6 +292,7 @@ func benchPingPongTCP(b *testing.B) {
 		return err
 	}
 	e.check(round()) // warm up
+	sys := sampleSyscalls()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if err := round(); err != nil {
@@ -254,6 +300,7 @@ func benchPingPongTCP(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	sys.report(b)
 	e.check(nil)
 }
 
@@ -291,6 +338,7 @@ func benchPingPongMux(b *testing.B, tr Transport) {
 		return readFullStream(st, buf)
 	}
 	e.check(round()) // warm up: the stream is open and accepted
+	sys := sampleSyscalls()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if err := round(); err != nil {
@@ -298,6 +346,7 @@ func benchPingPongMux(b *testing.B, tr Transport) {
 		}
 	}
 	b.StopTimer()
+	sys.report(b)
 	e.check(nil)
 }
 
@@ -529,6 +578,7 @@ func runCallers(b *testing.B, e *benchEnv, callers int, call func(buf []byte) er
 	}
 	var next atomic.Int64
 	var workers sync.WaitGroup
+	sys := sampleSyscalls()
 	b.ResetTimer()
 	start := time.Now()
 	if callers == 1 {
@@ -554,6 +604,7 @@ func runCallers(b *testing.B, e *benchEnv, callers int, call func(buf []byte) er
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
+	sys.report(b)
 	e.check(nil)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
 }
@@ -621,6 +672,7 @@ func benchBulk(b *testing.B, e *benchEnv, w io.Writer, accept func() (io.Reader,
 	}
 	wait(warm)
 	e.check(nil)
+	sys := sampleSyscalls()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := w.Write(benchChunk); err != nil {
@@ -629,5 +681,6 @@ func benchBulk(b *testing.B, e *benchEnv, w io.Writer, accept func() (io.Reader,
 	}
 	wait(done)
 	b.StopTimer()
+	sys.report(b)
 	e.check(nil)
 }
