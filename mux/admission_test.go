@@ -263,3 +263,58 @@ func TestStreamsEndedBeforeAccept(t *testing.T) {
 		})
 	}
 }
+
+// TestFreedSlotReusedAtOnce runs calls one after another against a limit
+// of one stream: the client opens its next stream as soon as it has seen
+// the previous one end, and the server must already count that slot as
+// free, never refusing the new stream.
+func TestFreedSlotReusedAtOnce(t *testing.T) {
+	const calls = 500
+	for _, how := range []string{"Close", "CloseWrite", "Reset"} {
+		t.Run(how, func(t *testing.T) {
+			c, s := pair(t, nil, &Config{MaxIncomingStreams: 1})
+			serve(t, s, TypeDefault, func(st *Stream) {
+				st.SetDeadline(time.Now().Add(5 * time.Second))
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(st, b); err != nil {
+					return
+				}
+				switch how {
+				case "Close": // ends with END and RESET(cancel): the client never ended
+					st.Write(b)
+				case "CloseWrite": // the client ended first: END is the last frame
+					io.ReadAll(st)
+					st.Write(b)
+					st.CloseWrite()
+				case "Reset":
+					st.Reset(0x100)
+				}
+			})
+			ctx := testCtx(t, 20*time.Second)
+			for i := 0; i < calls; i++ {
+				st, err := c.Open(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.SetDeadline(time.Now().Add(5 * time.Second))
+				st.Write([]byte{byte(i)})
+				if how == "CloseWrite" {
+					st.CloseWrite()
+				}
+				_, err = io.ReadAll(st)
+				st.Close()
+				if IsRetrySafe(err) {
+					t.Fatalf("call %d refused: %v", i, err)
+				}
+				if how == "Reset" {
+					var re *ResetError
+					if !errors.As(err, &re) || re.Code != 0x100 {
+						t.Fatalf("call %d: %v, want the server's reset", i, err)
+					}
+				} else if err != nil {
+					t.Fatalf("call %d: %v", i, err)
+				}
+			}
+		})
+	}
+}

@@ -283,7 +283,9 @@ func TestHandshakeBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p, res := rawServerSession(t, cfg, tc.hello)
 			if tc.close {
-				p.conn.Close()
+				// Half-close: a full close with the session's hello unread
+				// would reset the connection instead of ending it.
+				p.conn.(*net.TCPConn).CloseWrite()
 			}
 			var r sessionResult
 			select {

@@ -305,7 +305,11 @@ func (st *Stream) writeLocked(p []byte, end bool) (int, error) {
 		finished := last && st.finishedLocked()
 		st.mu.Unlock()
 
-		err := st.sess.sendData(st, p[:n], last)
+		var queued func()
+		if finished {
+			queued = func() { st.sess.forget(st) }
+		}
+		err := st.sess.sendDataThen(st, p[:n], last, queued)
 		if err != nil {
 			st.abort(err)
 			return written, err
@@ -313,9 +317,6 @@ func (st *Stream) writeLocked(p []byte, end bool) (int, error) {
 		st.opened.Store(true)
 		written += n
 		p = p[n:]
-		if finished {
-			st.sess.forget(st)
-		}
 		if len(p) == 0 && (last || !end) {
 			st.mu.Lock() // sendWindow and writeWake change under the reader goroutine
 			if st.sendWindow > 0 && st.writeWake != nil {
@@ -367,21 +368,28 @@ func (st *Stream) Close() error {
 	finished := st.finishedLocked()
 	st.mu.Unlock()
 
+	// The stream is forgotten as soon as its first closing frame is queued
+	// (see sendDataThen): the peer may finish the stream on the END alone.
+	// Without frames to send, it is forgotten at the end.
+	forget := func() {
+		if finished {
+			finished = false
+			st.sess.forget(st)
+		}
+	}
 	if sendEnd || sendReset {
 		st.writeMu.Lock() // after any Write in progress, which now stops
 		if st.opened.Load() {
 			if sendEnd {
-				st.sess.sendData(st, nil, true)
+				st.sess.sendDataThen(st, nil, true, forget)
 			}
 			if sendReset {
-				st.sess.sendControl(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, true, ResetCancel)
+				st.sess.sendControlThen(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, true, forget, ResetCancel)
 			}
 		}
 		st.writeMu.Unlock()
 	}
-	if finished {
-		st.sess.forget(st)
-	}
+	forget()
 	return nil
 }
 
@@ -404,12 +412,19 @@ func (st *Stream) Reset(code uint32) error {
 	st.wakeLocked()
 	st.finishedLocked()
 	st.mu.Unlock()
+	forgotten := false
+	forget := func() { // once the RESET is queued; see sendDataThen
+		forgotten = true
+		st.sess.forget(st)
+	}
 	st.writeMu.Lock() // after any Write in progress, which now stops
 	if st.opened.Load() {
-		st.sess.sendControl(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, true, code)
+		st.sess.sendControlThen(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, true, forget, code)
 	}
 	st.writeMu.Unlock()
-	st.sess.forget(st)
+	if !forgotten {
+		st.sess.forget(st)
+	}
 	return nil
 }
 

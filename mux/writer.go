@@ -30,6 +30,12 @@ func (s *Session) send(b []byte, inline bool) error {
 // way, and fails the session when the peer lets such frames pile up by not
 // reading.
 func (s *Session) sendControl(h frameHeader, inline bool, payload ...uint32) {
+	s.sendControlThen(h, inline, nil, payload...)
+}
+
+// sendControlThen is sendControl that runs queued, if not nil, once the
+// frame is in the send buffer and before it can reach the peer.
+func (s *Session) sendControlThen(h frameHeader, inline bool, queued func(), payload ...uint32) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.sendErrLocked() != nil {
@@ -42,6 +48,9 @@ func (s *Session) sendControl(h frameHeader, inline bool, payload ...uint32) {
 	s.wbuf = appendFrameHeader(s.wbuf, h)
 	for _, v := range payload {
 		s.wbuf = binary.BigEndian.AppendUint32(s.wbuf, v)
+	}
+	if queued != nil {
+		queued()
 	}
 	s.flushLocked(inline)
 }
@@ -57,6 +66,15 @@ func (s *Session) sendPing(seq uint64, ack, inline bool) {
 // sendData sends one DATA frame of st. It gives st its id when this is the
 // stream's first frame, so ids reach the wire in increasing order.
 func (s *Session) sendData(st *Stream, p []byte, end bool) error {
+	return s.sendDataThen(st, p, end, nil)
+}
+
+// sendDataThen is sendData that runs queued, if not nil, once the frame is
+// in the send buffer and before it can reach the peer. A stream's last
+// frame forgets the stream this way: the peer frees its slot for the
+// stream when it reads that frame, and must not find this side still
+// counting the stream when it opens the next one.
+func (s *Session) sendDataThen(st *Stream, p []byte, end bool, queued func()) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	for len(s.wbuf) >= sendBufferLimit && s.flushing && !s.wfailed {
@@ -89,6 +107,9 @@ func (s *Session) sendData(st *Stream, p []byte, end bool) error {
 		s.wbuf = appendFrameHeader(s.wbuf, h)
 	}
 	s.wbuf = append(s.wbuf, p...)
+	if queued != nil {
+		queued()
+	}
 	s.flushLocked(true)
 	return nil
 }
