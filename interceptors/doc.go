@@ -57,7 +57,10 @@
 // as in gRPC, unless the caller also passed rpc.Header or rpc.Trailer,
 // which then takes it (streams have Header and Trailer methods). Other grpc
 // call options (grpc.WaitForReady, grpc.PerRPCCredentials, ...) only reach
-// the interceptors: the call itself ignores them.
+// the interceptors: the call itself ignores them. There is no
+// *grpc.ClientConn behind a muxrpc call, so an interceptor that calls
+// methods of the one it is given (none of go-grpc-middleware's do) cannot
+// run here.
 //
 // ServiceInfo reports a Server's services with grpc's types, for code that
 // wants gRPC's GetServiceInfo, such as the Prometheus provider's
