@@ -32,6 +32,8 @@ var goldenProtos = []string{
 	"noservice.proto", // no services: no output
 	"multi.proto",     // several services, a nested package
 	"clash.proto",     // keywords and clashing names
+	"samepkg/a.proto", // two files of one Go package, both with services
+	"samepkg/b.proto",
 }
 
 // compileRequest compiles testdata/files in process, with protocompile,
@@ -111,9 +113,8 @@ func TestGolden(t *testing.T) {
 		}
 	}
 	if *update {
-		old, _ := filepath.Glob("testdata/golden/*.go")
-		for _, f := range old {
-			os.Remove(f)
+		if err := os.RemoveAll(filepath.Join("testdata", "golden")); err != nil {
+			t.Fatal(err)
 		}
 	}
 	for name := range want {
@@ -122,8 +123,11 @@ func TestGolden(t *testing.T) {
 			t.Errorf("no output file %s", name)
 			continue
 		}
-		path := filepath.Join("testdata", "golden", name)
+		path := filepath.Join("testdata", "golden", filepath.FromSlash(name))
 		if *update {
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 				t.Fatal(err)
 			}
