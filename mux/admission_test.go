@@ -143,11 +143,14 @@ func TestAdmissionRawPeer(t *testing.T) {
 	}
 	p.send(frames)
 	refused := map[uint32]bool{}
-	for _, h := range p.pingPong(1) {
-		if h.typ != frameReset {
+	for _, f := range p.pingPong(1) {
+		if f.typ != frameReset {
 			continue
 		}
-		refused[h.streamID] = true
+		if code := binary.BigEndian.Uint32(f.payload); code != ResetRefused {
+			t.Errorf("stream %d reset with code %#x, want ResetRefused", f.streamID, code)
+		}
+		refused[f.streamID] = true
 	}
 	for i := uint32(0); i < 2*limit; i++ {
 		id := 2*i + 1
@@ -159,7 +162,7 @@ func TestAdmissionRawPeer(t *testing.T) {
 		t.Fatalf("session ended: %v", err)
 	}
 
-	// The codes say "never processed".
+	// Still at the limit, the next stream is refused too.
 	p.send(openFrame(41, TypeDefault, nil, false))
 	_, payload := p.until("RESET of stream 41", func(h frameHeader, _ []byte) bool {
 		return h.typ == frameReset && h.streamID == 41
@@ -186,8 +189,8 @@ func TestAdmissionRawPeer(t *testing.T) {
 		}
 	}
 	p.send(openFrame(43, TypeDefault, []byte("in"), true))
-	for _, h := range p.pingPong(2) {
-		if h.typ == frameReset && h.streamID == 43 {
+	for _, f := range p.pingPong(2) {
+		if f.typ == frameReset && f.streamID == 43 {
 			t.Fatal("stream 43 refused after a slot was freed")
 		}
 	}

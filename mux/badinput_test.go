@@ -172,18 +172,24 @@ func (p *rawPeer) send(b ...[]byte) {
 	}
 }
 
+// rawFrame is a frame a rawPeer read.
+type rawFrame struct {
+	frameHeader
+	payload []byte
+}
+
 // pingPong checks that the session answers a ping, after everything sent
 // before it has been processed. It returns the frames read before the
 // answer.
-func (p *rawPeer) pingPong(seq uint64) []frameHeader {
+func (p *rawPeer) pingPong(seq uint64) []rawFrame {
 	p.t.Helper()
 	p.send(pingFrame(seq, false))
-	var before []frameHeader
+	var before []rawFrame
 	p.until("PING ack", func(h frameHeader, payload []byte) bool {
 		if h.typ == framePing && h.flags == flagAck && binary.BigEndian.Uint64(payload) == seq {
 			return true
 		}
-		before = append(before, h)
+		before = append(before, rawFrame{h, payload})
 		return false
 	})
 	return before
@@ -482,9 +488,9 @@ func TestLateFramesIgnored(t *testing.T) {
 		t.Fatalf("session still counts %d streams", n)
 	}
 	p.send(dataFrame(1, []byte("late"), false), dataFrame(1, nil, true), windowFrame(1, 1000), resetFrame(1, ResetCancel))
-	for _, h := range p.pingPong(1) {
-		if h.streamID == 1 {
-			t.Errorf("the session answered a late frame with %s", h.typ)
+	for _, f := range p.pingPong(1) {
+		if f.streamID == 1 {
+			t.Errorf("the session answered a late frame with %s", f.typ)
 		}
 	}
 	if err := s.Err(); err != nil {
@@ -515,19 +521,39 @@ func TestFlowControlViolations(t *testing.T) {
 	serveEcho(t, s)
 	ctx := testCtx(t, 10*time.Second)
 
-	p.send(openFrame(1, heldType, []byte("a"), false), openFrame(3, heldType, make([]byte, window-100), false))
-	st1, err := s.AcceptType(ctx, heldType)
+	// Stream 1 echoes, before and after the violations on streams 3 and 5.
+	echoed := func(want string) {
+		t.Helper()
+		var got []byte
+		p.until("the echo on stream 1", func(h frameHeader, payload []byte) bool {
+			if h.typ == frameReset && h.streamID == 1 {
+				t.Fatalf("stream 1 reset")
+			}
+			if h.typ == frameData && h.streamID == 1 {
+				got = append(got, payload...)
+			}
+			return len(got) >= len(want)
+		})
+		if string(got) != want {
+			t.Fatalf("echo on stream 1: %q, want %q", got, want)
+		}
+	}
+	p.send(openFrame(1, TypeDefault, []byte("ping"), false))
+	echoed("ping")
+
+	p.send(openFrame(3, heldType, []byte("a"), false), openFrame(5, heldType, make([]byte, window-100), false))
+	overflowed, err := s.AcceptType(ctx, heldType)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st1.Close()
-	st3, err := s.AcceptType(ctx, heldType)
+	defer overflowed.Close()
+	flooded, err := s.AcceptType(ctx, heldType)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st3.Close()
-	if st1.ID() != 1 || st3.ID() != 3 {
-		t.Fatalf("accepted streams %d and %d, want 1 and 3", st1.ID(), st3.ID())
+	defer flooded.Close()
+	if overflowed.ID() != 3 || flooded.ID() != 5 {
+		t.Fatalf("accepted streams %d and %d, want 3 and 5", overflowed.ID(), flooded.ID())
 	}
 
 	isReset := func(id, code uint32) func(frameHeader, []byte) bool {
@@ -549,34 +575,33 @@ func TestFlowControlViolations(t *testing.T) {
 		}
 	}
 
-	// Stream 1: a window update that takes the send window past 2^31-1.
-	p.send(windowFrame(1, maxWindow))
-	p.until("RESET of stream 1", isReset(1, ResetFlowControl))
-	_, err = st1.Write([]byte("x"))
+	// Stream 3: a window update that takes the send window past 2^31-1.
+	p.send(windowFrame(3, maxWindow))
+	p.until("RESET of stream 3", isReset(3, ResetFlowControl))
+	_, err = overflowed.Write([]byte("x"))
 	checkReset("write on the overflowed stream", err)
 
-	// Stream 3: 100 bytes fit its window, 1 more does not.
-	p.send(dataFrame(3, make([]byte, 100), false))
-	p.send(dataFrame(3, []byte{1}, false))
-	p.until("RESET of stream 3", isReset(3, ResetFlowControl))
-	_, err = st3.Read(make([]byte, 1))
+	// Stream 5: 100 bytes fit its window, 1 more does not.
+	p.send(dataFrame(5, make([]byte, 100), false))
+	p.send(dataFrame(5, []byte{1}, false))
+	p.until("RESET of stream 5", isReset(5, ResetFlowControl))
+	_, err = flooded.Read(make([]byte, 1))
 	checkReset("read on the flooded stream", err)
 
-	// Stream 5, opened now, echoes; so would streams opened before.
-	p.send(openFrame(5, TypeDefault, []byte("ping"), true))
+	// Stream 1 goes on, and new streams open.
+	p.send(dataFrame(1, []byte("pong"), false))
+	echoed("pong")
+	p.send(openFrame(7, TypeDefault, []byte("new"), true))
 	var got []byte
-	p.until("the echo on stream 5", func(h frameHeader, payload []byte) bool {
-		if h.typ == frameReset && h.streamID == 5 {
-			t.Fatalf("stream 5 reset")
-		}
-		if h.typ == frameData && h.streamID == 5 {
+	p.until("the echo on stream 7", func(h frameHeader, payload []byte) bool {
+		if h.typ == frameData && h.streamID == 7 {
 			got = append(got, payload...)
 			return h.flags&flagEnd != 0
 		}
 		return false
 	})
-	if string(got) != "ping" {
-		t.Fatalf("echo on stream 5: %q", got)
+	if string(got) != "new" {
+		t.Fatalf("echo on stream 7: %q", got)
 	}
 	p.pingPong(7)
 	if err := s.Err(); err != nil {
