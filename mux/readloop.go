@@ -130,6 +130,10 @@ func (s *Session) onData(h frameHeader) error {
 	if err := st.deliver(s.br, n, h.flags&flagEnd != 0); err != nil {
 		return s.connError(err, 1)
 	}
+	if st.handle != nil { // a new stream of a handled type, its data in
+		go st.handle(st)
+		st.handle = nil
+	}
 	return nil
 }
 
@@ -152,10 +156,7 @@ func (s *Session) openIncoming(id uint32, t StreamType) (*Stream, error) {
 	st := newStream(s, id, t)
 	s.numIn++
 	s.streams[id] = st
-	s.pending = append(s.pending, st)
-	if ready := s.acceptors[t]; ready != nil {
-		signal(ready)
-	}
+	st.handle = s.admitLocked(st)
 	s.mu.Unlock()
 	return st, nil
 }

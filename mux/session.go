@@ -70,6 +70,7 @@ type Session struct {
 	drained     chan struct{}                // closed when the last stream ends, if Close waits
 	pending     []*Stream                    // incoming streams not yet accepted
 	acceptors   map[StreamType]chan struct{} // per accepted type: a token while pending may hold one
+	handlers    map[StreamType]func(*Stream) // per handled type, see HandleType
 	goAwaySent  *GoAwayError
 	goAwayRecv  *GoAwayError
 	closing     bool
@@ -319,6 +320,41 @@ func (s *Session) AcceptType(ctx context.Context, t StreamType) (*Stream, error)
 		}
 		s.mu.Lock()
 	}
+}
+
+// HandleType has handle serve every stream of type t that the peer opens,
+// each on a goroutine of its own, started once the stream's first frame has
+// arrived. Streams of type t already waiting for an accept go to handle
+// too, and AcceptType(t) gets none from then on. It saves accepting
+// streams one by one in a loop, and the goroutine hop of that loop.
+func (s *Session) HandleType(t StreamType, handle func(*Stream)) {
+	s.mu.Lock()
+	if s.handlers == nil {
+		s.handlers = make(map[StreamType]func(*Stream))
+	}
+	s.handlers[t] = handle
+	var waiting []*Stream
+	for st := s.takePendingLocked(t); st != nil; st = s.takePendingLocked(t) {
+		waiting = append(waiting, st)
+	}
+	s.mu.Unlock()
+	for _, st := range waiting {
+		go handle(st)
+	}
+}
+
+// admitLocked queues a new incoming stream for AcceptType, or returns the
+// handler that HandleType set for its type.
+func (s *Session) admitLocked(st *Stream) func(*Stream) {
+	if handle := s.handlers[st.typ]; handle != nil {
+		st.accepted = true
+		return handle
+	}
+	s.pending = append(s.pending, st)
+	if ready := s.acceptors[st.typ]; ready != nil {
+		signal(ready)
+	}
+	return nil
 }
 
 // takePendingLocked removes and returns the oldest pending stream of type

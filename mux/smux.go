@@ -98,11 +98,11 @@ func (s *Session) smuxAdmit(sms *smux.Stream) {
 	st := &Stream{sess: s, typ: StreamType(t), in: true, sm: sms}
 	st.opened.Store(true)
 	s.numIn++
-	s.pending = append(s.pending, st)
-	if ready := s.acceptors[st.typ]; ready != nil {
-		signal(ready)
-	}
+	handle := s.admitLocked(st)
 	s.mu.Unlock()
+	if handle != nil {
+		handle(st) // already on a goroutine of its own
+	}
 }
 
 func (s *Session) smuxOpen(ctx context.Context, t StreamType) (*Stream, error) {

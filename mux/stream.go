@@ -43,11 +43,12 @@ type Stream struct {
 	sentEnd    bool
 	werr       error
 	writeWake  chan struct{}
-	closed     bool   // Close was called
-	gone       bool   // the session has forgotten the stream
-	accepted   bool   // incoming: taken by an accept
-	onAbort    func() // see OnAbort
-	aborted    bool   // ended by the peer or the session, not by this side
+	closed     bool          // Close was called
+	gone       bool          // the session has forgotten the stream
+	accepted   bool          // incoming: taken by an accept
+	onAbort    func()        // see OnAbort
+	handle     func(*Stream) // set by openIncoming for the reader goroutine to start
+	aborted    bool          // ended by the peer or the session, not by this side
 	rdl, wdl   deadline
 
 	// endedPending marks an incoming stream that finished before an accept

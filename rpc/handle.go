@@ -33,6 +33,7 @@ type serverCall struct {
 	ended       bool // the trailer is out
 	clientEnded bool // the caller's end part arrived
 	request     []byte
+	recvErr     error // why RecvMsg can read no further
 	watchAbort  bool // the transport has no OnAbort: watch the stream instead
 }
 
@@ -66,7 +67,11 @@ func callFromContext(ctx context.Context) *serverCall {
 
 // handle serves the call on st, from its call header to its trailer.
 func (p *Peer) handle(st *mux.Stream) {
-	defer p.handlers.Done()
+	if !p.begin() {
+		st.Reset(mux.ResetRefused)
+		return
+	}
+	defer p.end()
 	c := &serverCall{peer: p, st: st, r: partReader{st: st, maxMsg: p.cfg.maxRecv}}
 	if p.srv != nil {
 		c.r.maxMsg = p.srv.cfg.peer.maxRecv
@@ -76,7 +81,7 @@ func (p *Peer) handle(st *mux.Stream) {
 	kind, payload, err := c.r.next()
 	if err != nil || kind != partCallHeader {
 		c.ctx = p.ctx
-		c.fail(status.New(codes.InvalidArgument, "call did not start with a call header"))
+		c.fail(headerStatus(kind, err))
 		return
 	}
 	h, err := parseCallHeader(payload)
@@ -134,7 +139,7 @@ func (c *serverCall) serveUnary() {
 	}
 	c.request = payload
 	if kind, _, err = c.r.next(); err != nil || kind != partClientEnd {
-		c.fail(status.New(codes.InvalidArgument, "unary call with more than one request message"))
+		c.fail(afterRequestStatus(c, "unary", kind, err))
 		return
 	}
 	c.endOfRequests()
@@ -193,6 +198,34 @@ func (c *serverCall) endOfRequests() {
 	}
 }
 
+// headerStatus says what is wrong with the first part of a call: reading
+// it failed with err, or it is not a call header.
+func headerStatus(kind byte, err error) *status.Status {
+	var tooLarge *errTooLarge
+	switch {
+	case errors.As(err, &tooLarge):
+		return status.New(codes.ResourceExhausted, tooLarge.Error())
+	case err == io.EOF:
+		return status.New(codes.InvalidArgument, "call ended before its call header")
+	case err != nil:
+		return status.New(codes.InvalidArgument, "reading the call header: "+err.Error())
+	}
+	return status.Newf(codes.InvalidArgument, "call did not start with a call header (its first part is of kind %d)", kind)
+}
+
+// afterRequestStatus says what is wrong with what followed the single
+// request of a unary or server-streaming call, where the end part belongs:
+// reading it failed with err, or it is a part of that kind.
+func afterRequestStatus(c *serverCall, what string, kind byte, err error) *status.Status {
+	switch {
+	case err != nil:
+		return c.readStatus(err)
+	case kind == partMessage:
+		return status.Newf(codes.InvalidArgument, "%s call with more than one request message", what)
+	}
+	return status.Newf(codes.InvalidArgument, "%s call with a part of kind %d where its end part belongs", what, kind)
+}
+
 // readStatus turns an error reading the caller's parts into a status.
 func (c *serverCall) readStatus(err error) *status.Status {
 	var tooLarge *errTooLarge
@@ -201,6 +234,10 @@ func (c *serverCall) readStatus(err error) *status.Status {
 		return status.New(codes.ResourceExhausted, tooLarge.Error())
 	case c.Err() != nil:
 		return status.FromContextError(c.Err())
+	case err == io.EOF && c.watchAbort:
+		// The Smux transport cannot half-close: a caller gives up on a
+		// call by closing its stream, which then ends before the end part.
+		return status.New(codes.Canceled, "call closed by the caller before its end part")
 	case err == io.EOF:
 		return status.New(codes.InvalidArgument, "call ended without its end part")
 	case errors.Is(err, errMalformed):
@@ -311,13 +348,12 @@ func (c *serverCall) RecvMsg(m any) error {
 	if c.clientEnded {
 		return io.EOF
 	}
+	if c.recvErr != nil {
+		return c.recvErr
+	}
 	kind, payload, err := c.r.next()
 	if err != nil {
-		s := c.readStatus(err)
-		if s.Code() == codes.ResourceExhausted {
-			c.st.Reset(resetCanceled) // the rest of the oversized part is unread
-		}
-		return s.Err()
+		return c.recvFailed(c.readStatus(err))
 	}
 	switch kind {
 	case partClientEnd:
@@ -325,7 +361,7 @@ func (c *serverCall) RecvMsg(m any) error {
 		return io.EOF
 	case partMessage:
 	default:
-		return status.Errorf(codes.InvalidArgument, "unexpected part %d from the caller", kind)
+		return c.recvFailed(status.Newf(codes.InvalidArgument, "unexpected part %d from the caller", kind))
 	}
 	if err := decodeMessage(payload, m); err != nil {
 		return status.Errorf(codes.InvalidArgument, "malformed request for %s: %v", c.m.fullName, err)
@@ -333,11 +369,28 @@ func (c *serverCall) RecvMsg(m any) error {
 	if !c.m.stream.ClientStreams {
 		// One request only: its end part follows in the same write.
 		if kind, _, err := c.r.next(); err != nil || kind != partClientEnd {
-			return status.Error(codes.InvalidArgument, "server-streaming call with more than one request message")
+			return c.recvFailed(afterRequestStatus(c, "server-streaming", kind, err))
 		}
 		c.endOfRequests()
 	}
 	return nil
+}
+
+// recvFailed ends the caller's direction of the call with s, for its
+// parts can no longer be read in order: RecvMsg returns s from then on,
+// and the handler's context is cancelled, since the caller has gone or
+// broken the protocol. A request over the size limit ends the call at
+// once with s, the trailer first, then the stream is closed, which resets
+// the caller's direction, whose rest was not read (PROTOCOL.md, section
+// 13): so the caller learns ResourceExhausted.
+func (c *serverCall) recvFailed(s *status.Status) error {
+	c.recvErr = s.Err()
+	if s.Code() == codes.ResourceExhausted {
+		c.fail(s)
+		c.st.Close()
+	}
+	c.cancel()
+	return c.recvErr
 }
 
 // SetHeader sets header metadata of the call that ctx belongs to, sent

@@ -28,8 +28,11 @@ type Peer struct {
 	info      peer.Peer
 	ctx       context.Context // the base of handler contexts; ends with the session
 	cancel    context.CancelFunc
-	handlers  sync.WaitGroup
-	served    chan struct{} // closed when the accept loop has ended
+
+	mu      sync.Mutex
+	idle    sync.Cond // signalled when active drops to 0
+	active  int       // handlers running
+	retired bool      // the session ended and its handlers were awaited: start no more
 }
 
 type peerKey struct{}
@@ -83,8 +86,8 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 		srv:       cfg.services,
 		unaryInt:  chainUnaryClient(cfg.unaryClient),
 		streamInt: chainStreamClient(cfg.streamClient),
-		served:    make(chan struct{}),
 	}
+	p.idle.L = &p.mu
 	p.info = peer.Peer{Addr: sess.RemoteAddr(), LocalAddr: sess.LocalAddr()}
 	if tc, ok := sess.Conn().(*tls.Conn); ok {
 		p.info.AuthInfo = credentials.TLSInfo{
@@ -97,22 +100,50 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 	if p.srv != nil {
 		p.srv.startServing()
 	}
-	go p.serve()
+	go func() {
+		<-sess.Done()
+		p.cancel() // handlers' contexts end with the session
+	}()
+	sess.HandleType(StreamType, p.handle)
 	return p
 }
 
-// serve accepts the other side's calls until the session ends.
-func (p *Peer) serve() {
-	defer close(p.served)
-	defer p.cancel()
-	for {
-		st, err := p.sess.AcceptType(p.ctx, StreamType)
-		if err != nil {
-			return
-		}
-		p.handlers.Add(1)
-		go p.handle(st)
+// begin counts a handler in, unless the Peer has retired.
+func (p *Peer) begin() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.retired {
+		return false
 	}
+	p.active++
+	return true
+}
+
+// end counts a handler out.
+func (p *Peer) end() {
+	p.mu.Lock()
+	p.active--
+	if p.active == 0 {
+		p.idle.Broadcast()
+	}
+	p.mu.Unlock()
+}
+
+// waitIdle waits until no handler runs; with retire, it also stops new
+// ones from starting, for a session that has ended.
+func (p *Peer) waitIdle(retire bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.retired = p.retired || retire
+	for p.active > 0 {
+		p.idle.Wait()
+	}
+}
+
+// wait waits for the session to end and then for its handlers to return.
+func (p *Peer) wait() {
+	<-p.sess.Done()
+	p.waitIdle(true)
 }
 
 // Close ends the session gracefully: the other side may make no new calls,
@@ -121,8 +152,7 @@ func (p *Peer) serve() {
 // return.
 func (p *Peer) Close() error {
 	err := p.sess.Close()
-	<-p.served
-	p.handlers.Wait()
+	p.wait()
 	return err
 }
 

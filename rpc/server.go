@@ -199,7 +199,7 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	if s.stopping {
 		s.mu.Unlock()
 		p.sess.Kill()
-		<-p.served
+		p.wait()
 		return ErrServerStopped
 	}
 	s.peers[p] = struct{}{}
@@ -207,8 +207,7 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	if s.cfg.onPeer != nil {
 		go s.cfg.onPeer(p)
 	}
-	<-p.served
-	p.handlers.Wait()
+	p.wait()
 	s.mu.Lock()
 	delete(s.peers, p)
 	s.mu.Unlock()
@@ -242,7 +241,7 @@ func (s *Server) GracefulStop() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.handlers.Wait()
+			p.waitIdle(false)
 			p.Close()
 		}()
 	}
@@ -254,7 +253,7 @@ func (s *Server) GracefulStop() {
 func (s *Server) Stop() {
 	for _, p := range s.stop() {
 		p.sess.Kill()
-		<-p.served
+		p.wait()
 	}
 	s.sessionsWG.Wait()
 }
