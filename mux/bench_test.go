@@ -394,6 +394,15 @@ func (m callMode) transport() Transport {
 
 // serveCalls runs one accept loop on ss and a goroutine per stream.
 func serveCalls(e *benchEnv, ss *Session, m callMode) {
+	if m.transport() == Native {
+		// Handlers start from the session's reader, as rpc serves calls;
+		// they end with the session, when their reads fail.
+		ss.HandleType(TypeDefault, func(st *Stream) {
+			e.wg.Add(1)
+			handleCall(e, st, m)
+		})
+		return
+	}
 	e.goFn(func() {
 		for {
 			st, err := ss.Accept(context.Background())
