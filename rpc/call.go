@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
@@ -43,9 +44,20 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 	}
 	st, err := p.sess.OpenType(ctx, StreamType)
 	if err != nil {
-		return sessionError(ctx, err)
+		return sessionError(ctx, p.sess, true, err)
 	}
 	defer st.Close()
+	// Watch ctx before writing: a request larger than the stream's window
+	// waits for the callee's credit, and the caller's deadline must end
+	// that wait too.
+	var aborted atomic.Bool // the stream was reset because ctx ended
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() {
+			aborted.Store(true)
+			st.Reset(resetCode(ctx))
+		})
+		defer stop()
+	}
 	bp := getBuf()
 	md, _ := metadata.FromOutgoingContext(ctx)
 	b := appendCallHeader((*bp)[:0], method, timeout, md)
@@ -59,13 +71,14 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 	_, err = st.WriteLast(b)
 	*bp = b
 	putBuf(bp)
-	if err != nil {
-		return sessionError(ctx, err)
+	if err != nil && (ctx.Err() != nil || mux.IsRetrySafe(err)) {
+		return sessionError(ctx, p.sess, aborted.Load(), err)
 	}
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { st.Reset(resetCode(ctx)) })
-		defer stop()
-	}
+	// A write that failed otherwise may have met the callee's answer: a
+	// callee that rejects a call without reading all of it (a message over
+	// its limit, an unknown method) sends its trailer and then resets the
+	// stream, and the trailer stays readable. Read on to find it.
+	writeErr := err
 
 	r := partReader{st: st, maxMsg: cfg.maxRecv}
 	defer r.release()
@@ -73,13 +86,16 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 	for {
 		kind, payload, err := r.next()
 		if err != nil {
-			return sessionError(ctx, err)
+			if writeErr != nil {
+				err = writeErr
+			}
+			return sessionError(ctx, p.sess, aborted.Load(), err)
 		}
 		switch kind {
 		case partResponseHeader:
 			md, err := parseResponseHeader(payload)
 			if err != nil {
-				return sessionError(ctx, err)
+				return sessionError(ctx, p.sess, aborted.Load(), err)
 			}
 			if cfg.header != nil {
 				*cfg.header = md
@@ -95,7 +111,7 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 		case partTrailer:
 			t, err := parseTrailer(payload)
 			if err != nil {
-				return sessionError(ctx, err)
+				return sessionError(ctx, p.sess, aborted.Load(), err)
 			}
 			if cfg.trailer != nil {
 				*cfg.trailer = t.md
@@ -164,7 +180,7 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 	}
 	st, err := p.sess.OpenType(ctx, StreamType)
 	if err != nil {
-		return nil, sessionError(ctx, err)
+		return nil, sessionError(ctx, p.sess, true, err)
 	}
 	cs := &clientStream{ctx: ctx, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
 	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv}
@@ -174,24 +190,28 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 		// The callee may speak first: let it start the handler now.
 		if _, err := st.Write(cs.pending); err != nil {
 			st.Close()
-			return nil, sessionError(ctx, err)
+			return nil, sessionError(ctx, p.sess, true, err)
 		}
 		cs.pending = cs.pending[:0]
 	}
 	if ctx.Done() != nil {
-		cs.stop = context.AfterFunc(ctx, func() { st.Reset(resetCode(ctx)) })
+		cs.stop = context.AfterFunc(ctx, func() {
+			cs.aborted.Store(true)
+			st.Reset(resetCode(ctx))
+		})
 	}
 	return cs, nil
 }
 
 // clientStream is the caller's side of a streaming call.
 type clientStream struct {
-	ctx    context.Context
-	st     *mux.Stream
-	desc   *StreamDesc
-	method string
-	cfg    callConfig
-	stop   func() bool
+	ctx     context.Context
+	st      *mux.Stream
+	desc    *StreamDesc
+	method  string
+	cfg     callConfig
+	stop    func() bool
+	aborted atomic.Bool // the stream was reset because ctx ended
 
 	smu        sync.Mutex
 	pending    []byte // parts not yet written: held until CloseSend when only one request goes
@@ -301,19 +321,19 @@ func (cs *clientStream) nextLocked() (byte, []byte, error) {
 	for {
 		kind, payload, err := cs.r.next()
 		if err != nil {
-			return 0, nil, sessionError(cs.ctx, err)
+			return 0, nil, sessionError(cs.ctx, cs.st.Session(), cs.aborted.Load(), err)
 		}
 		switch kind {
 		case partResponseHeader:
 			if cs.header, err = parseResponseHeader(payload); err != nil {
-				return 0, nil, sessionError(cs.ctx, err)
+				return 0, nil, sessionError(cs.ctx, cs.st.Session(), cs.aborted.Load(), err)
 			}
 			cs.headerDone = true
 			continue
 		case partTrailer:
 			t, err := parseTrailer(payload)
 			if err != nil {
-				return 0, nil, sessionError(cs.ctx, err)
+				return 0, nil, sessionError(cs.ctx, cs.st.Session(), cs.aborted.Load(), err)
 			}
 			cs.trailer = t.md
 			cs.headerDone = true

@@ -34,7 +34,7 @@ type serverCall struct {
 	clientEnded bool // the caller's end part arrived
 	request     []byte
 	recvErr     error // why RecvMsg can read no further
-	watchAbort  bool // the transport has no OnAbort: watch the stream instead
+	watchAbort  bool  // the transport has no OnAbort: watch the stream instead
 }
 
 type callKey struct{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
@@ -25,17 +26,37 @@ func (e *statusError) Error() string {
 // status.Code.
 func (e *statusError) GRPCStatus() *status.Status { return e.s }
 
-func (e *statusError) Unwrap() error { return e.cause }
+// Is matches what the session's error matches (mux.ErrRefused, say),
+// except io.EOF and io.ErrUnexpectedEOF: to a stream's reader io.EOF means
+// that the call ended with status OK, so errors.Is(err, io.EOF) must not
+// hold for a call that failed because the connection did. The error has
+// Is and As instead of Unwrap so that errors.Is cannot reach the EOF that
+// a closed connection's error wraps.
+func (e *statusError) Is(target error) bool {
+	if target == io.EOF || target == io.ErrUnexpectedEOF {
+		return false
+	}
+	return errors.Is(e.cause, target)
+}
+
+// As finds a type in the session's error (*mux.GoAwayError, say).
+func (e *statusError) As(target any) bool { return errors.As(e.cause, target) }
 
 // IsRetrySafe reports whether err proves that the other side never
 // processed the call, so that sending it again cannot do its work twice.
 // Such errors have code Unavailable.
 func IsRetrySafe(err error) bool { return mux.IsRetrySafe(err) }
 
-// sessionError converts an error from the session under a call into the
-// call's error: the context's when it ended, else Unavailable.
-func sessionError(ctx context.Context, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
+// sessionError converts an error from sess, the session under a call,
+// into the call's error: the context's when it ended, else Unavailable.
+// byCtx says that the call's stream was aborted because ctx ended, or that
+// the call has no stream yet. A call whose stream failed by itself, or
+// whose session has ended, is Unavailable even if ctx has ended too: a
+// handler's context ends with its session, and a call the handler made
+// with it failed because the peer vanished, not because anyone cancelled
+// it.
+func sessionError(ctx context.Context, sess *mux.Session, byCtx bool, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && byCtx && sess.Err() == nil {
 		return status.FromContextError(ctxErr).Err()
 	}
 	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
