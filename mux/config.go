@@ -13,9 +13,15 @@ const (
 	Native Transport = iota
 
 	// Smux speaks github.com/xtaci/smux protocol version 2, for peers that
-	// already do (for example over KCP). It lacks what smux lacks: Reset,
-	// GoAway, Ping and CloseWrite return ErrUnsupported, refused streams look
-	// like streams closed at once, and there is no connection preface.
+	// already do (for example over KCP). It lacks what smux lacks:
+	//   - Reset, GoAway, Ping and CloseWrite return ErrUnsupported;
+	//   - there is no connection preface and no settings exchange, so an
+	//     opener cannot wait for the peer's stream limit: streams over it
+	//     are closed at once and read io.EOF, not ErrRefused;
+	//   - every stream starts with smux's fixed 256 KiB send window; a
+	//     smaller StreamWindow applies only after the receiver's first Read;
+	//   - a Write waiting for window does not fail when the peer closes the
+	//     stream: bound it with a write deadline.
 	Smux
 )
 
