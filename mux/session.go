@@ -118,7 +118,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 	}
 	s.wroom.L = &s.wmu
 	if c.Transport == Smux {
-		s, err := newSmuxSession(conn, c, client, s)
+		s, err := newSmuxSession(ctx, conn, c, client, s)
 		if err != nil {
 			conn.Close()
 		}

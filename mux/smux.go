@@ -2,10 +2,12 @@ package mux
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"time"
@@ -23,7 +25,18 @@ import (
 // Ping and CloseWrite. A stream over MaxIncomingStreams is closed at once,
 // so the opener sees io.EOF, not ErrRefused.
 
-func newSmuxSession(conn io.ReadWriteCloser, c Config, client bool, s *Session) (*Session, error) {
+func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s *Session) (*Session, error) {
+	// With no preface exchange to drive it, a TLS handshake would wait for
+	// the first stream; finish it now, so that its failure fails here and
+	// its state is known from the start.
+	if tc, ok := conn.(*tls.Conn); ok {
+		hctx, cancel := context.WithTimeout(ctx, c.HandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("mux: TLS handshake: %w", err)
+		}
+	}
 	sc := smux.DefaultConfig()
 	sc.Version = 2
 	sc.MaxFrameSize = min(c.MaxFrameSize, 65535)
@@ -41,10 +54,11 @@ func newSmuxSession(conn io.ReadWriteCloser, c Config, client bool, s *Session) 
 		return nil, fmt.Errorf("mux: config for the Smux transport: %w", err)
 	}
 	var err error
+	rw := smuxConn{conn, s}
 	if client {
-		s.smux, err = smux.Client(conn, sc)
+		s.smux, err = smux.Client(rw, sc)
 	} else {
-		s.smux, err = smux.Server(conn, sc)
+		s.smux, err = smux.Server(rw, sc)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mux: starting smux: %w", err)
@@ -53,6 +67,22 @@ func newSmuxSession(conn io.ReadWriteCloser, c Config, client bool, s *Session) 
 	s.wg.Add(1)
 	go s.smuxAcceptLoop()
 	return s, nil
+}
+
+// smuxConn is the connection as smux sees it: a failed read ends the
+// session, with its reason, before smux tells the streams, so that they
+// report the session's error rather than a bare io.EOF.
+type smuxConn struct {
+	net.Conn
+	s *Session
+}
+
+func (c smuxConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && !errors.Is(err, net.ErrClosed) { // a local close: smuxAcceptLoop says why
+		c.s.fail(c.s.connError(err, 0))
+	}
+	return n, err
 }
 
 // smuxAcceptLoop takes every stream smux accepts, so that smux's fixed
@@ -170,6 +200,9 @@ func (st *Stream) smuxErr(err error) error {
 	case closed: // smux reports io.EOF or io.ErrClosedPipe after Close
 		return ErrStreamClosed
 	case err == io.EOF:
+		if serr := st.sess.Err(); serr != nil {
+			return serr // the connection ended, not the stream
+		}
 		return err
 	case errors.Is(err, smux.ErrTimeout):
 		return os.ErrDeadlineExceeded // as net.Conn promises

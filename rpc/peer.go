@@ -7,7 +7,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/credentials"
@@ -91,12 +90,6 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 	p.idle.L = &p.mu
 	p.info = peer.Peer{Addr: sess.RemoteAddr(), LocalAddr: sess.LocalAddr()}
 	if tc, ok := sess.Conn().(*tls.Conn); ok {
-		if !tc.ConnectionState().HandshakeComplete {
-			// The Smux transport has no preface exchange that would have
-			// completed the TLS handshake of an accepted connection:
-			// finish it, so that handlers see the peer's TLS state.
-			tlsHandshake(tc, cfg.mux.HandshakeTimeout)
-		}
 		p.info.AuthInfo = credentials.TLSInfo{
 			State:          tc.ConnectionState(),
 			CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
@@ -176,16 +169,3 @@ func (p *Peer) Session() *mux.Session { return p.sess }
 // RemoteAddr returns the other side's address.
 func (p *Peer) RemoteAddr() net.Addr { return p.sess.RemoteAddr() }
 
-// tlsHandshake completes tc's handshake within timeout (mux's default
-// handshake timeout when 0). A handshake that fails closes the connection,
-// which ends the session.
-func tlsHandshake(tc *tls.Conn, timeout time.Duration) {
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if tc.HandshakeContext(ctx) != nil {
-		tc.Close()
-	}
-}
