@@ -5,7 +5,6 @@ import (
 
 	"github.com/muxrpc/muxrpc/rpc"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // UnaryClient returns an option that runs the interceptors, the first
@@ -23,12 +22,7 @@ func UnaryClient(is ...grpc.UnaryClientInterceptor) rpc.Option {
 		}
 		gopts, own := splitCallOptions(opts)
 		return chain(ctx, method, req, reply, nil, func(ctx context.Context, method string, req, reply any, _ *grpc.ClientConn, gopts ...grpc.CallOption) error {
-			opts, done := callOptions(own, gopts, true)
-			err := invoker(ctx, method, req, reply, cc, opts...)
-			if done != nil {
-				done()
-			}
-			return err
+			return invoker(ctx, method, req, reply, cc, callOptions(own, gopts)...)
 		}, gopts...)
 	})
 }
@@ -55,8 +49,7 @@ func StreamClient(is ...grpc.StreamClientInterceptor) rpc.Option {
 			if gd != gdesc || gd.StreamName != desc.StreamName || gd.ServerStreams != desc.ServerStreams || gd.ClientStreams != desc.ClientStreams {
 				d = rpcStreamDesc(gd)
 			}
-			opts, _ := callOptions(own, gopts, false)
-			cs, err := streamer(ctx, d, cc, method, opts...)
+			cs, err := streamer(ctx, d, cc, method, callOptions(own, gopts)...)
 			if err != nil {
 				return nil, err
 			}
@@ -106,29 +99,25 @@ func splitCallOptions(opts []rpc.CallOption) (gopts []grpc.CallOption, own []rpc
 	return gopts, own
 }
 
-// callOptions puts back together the options a call gets: the grpc options
-// the interceptors passed on, the rpc options that do what some of them
-// do, then the caller's own rpc options, which win where they set the same
-// thing. Every grpc.Header and grpc.Trailer option of a unary call gets
-// the metadata, as in gRPC, unless the caller's own rpc.Header or
-// rpc.Trailer takes it: the rpc package fills one destination of each.
-// done, when not nil, hands the metadata to them once the call returns.
-func callOptions(own []rpc.CallOption, gopts []grpc.CallOption, unary bool) (opts []rpc.CallOption, done func()) {
+// callOptions returns the rpc call options of a call: the grpc ones the
+// interceptors passed on, as they are (so that an inner interceptor finds
+// them) and, where rpc has the same option, as rpc's; then the caller's
+// own rpc options.
+func callOptions(own []rpc.CallOption, gopts []grpc.CallOption) []rpc.CallOption {
 	if len(gopts) == 0 {
-		return own, nil
+		return own
 	}
-	opts = make([]rpc.CallOption, 0, len(gopts)+len(own)+2)
-	var headers, trailers []*metadata.MD
+	opts := make([]rpc.CallOption, 0, 2*len(gopts)+len(own))
 	for _, g := range gopts {
 		opts = append(opts, g)
 		switch o := g.(type) {
 		case grpc.HeaderCallOption:
 			if o.HeaderAddr != nil {
-				headers = append(headers, o.HeaderAddr)
+				opts = append(opts, rpc.Header(o.HeaderAddr))
 			}
 		case grpc.TrailerCallOption:
 			if o.TrailerAddr != nil {
-				trailers = append(trailers, o.TrailerAddr)
+				opts = append(opts, rpc.Trailer(o.TrailerAddr))
 			}
 		case grpc.MaxRecvMsgSizeCallOption:
 			opts = append(opts, rpc.MaxCallRecvMsgSize(o.MaxRecvMsgSize))
@@ -136,24 +125,7 @@ func callOptions(own []rpc.CallOption, gopts []grpc.CallOption, unary bool) (opt
 			opts = append(opts, rpc.MaxCallSendMsgSize(o.MaxSendMsgSize))
 		}
 	}
-	if unary && (headers != nil || trailers != nil) {
-		var header, trailer metadata.MD
-		if headers != nil {
-			opts = append(opts, rpc.Header(&header))
-		}
-		if trailers != nil {
-			opts = append(opts, rpc.Trailer(&trailer))
-		}
-		done = func() {
-			for _, h := range headers {
-				*h = header
-			}
-			for _, t := range trailers {
-				*t = trailer
-			}
-		}
-	}
-	return append(opts, own...), done
+	return append(opts, own...)
 }
 
 // chainUnaryClient makes one interceptor of several, the first outermost.

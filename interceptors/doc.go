@@ -54,8 +54,8 @@
 // grpc.MaxCallRecvMsgSize and grpc.MaxCallSendMsgSize, passed by a caller
 // or added by an interceptor, take effect on the call; so do grpc.Header
 // and grpc.Trailer on unary calls, every one of them getting the metadata
-// as in gRPC, unless the caller also passed rpc.Header or rpc.Trailer,
-// which then takes it (streams have Header and Trailer methods). Other grpc
+// as in gRPC, and so does every rpc.Header and rpc.Trailer (streams have
+// Header and Trailer methods instead). Other grpc
 // call options (grpc.WaitForReady, grpc.PerRPCCredentials, ...) only reach
 // the interceptors: the call itself ignores them. There is no
 // *grpc.ClientConn behind a muxrpc call, so an interceptor that calls

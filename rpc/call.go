@@ -97,8 +97,8 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 			if err != nil {
 				return sessionError(ctx, p.sess, aborted.Load(), err)
 			}
-			if cfg.header != nil {
-				*cfg.header = md
+			for _, h := range cfg.header {
+				*h = md
 			}
 		case partMessage:
 			if gotReply {
@@ -113,8 +113,8 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 			if err != nil {
 				return sessionError(ctx, p.sess, aborted.Load(), err)
 			}
-			if cfg.trailer != nil {
-				*cfg.trailer = t.md
+			for _, tr := range cfg.trailer {
+				*tr = t.md
 			}
 			if t.code != codes.OK {
 				return t.err()

@@ -146,8 +146,8 @@ type CallOption any
 
 // callConfig is what CallOptions set.
 type callConfig struct {
-	header  *metadata.MD
-	trailer *metadata.MD
+	header  []*metadata.MD
+	trailer []*metadata.MD
 	maxRecv int
 	maxSend int
 }
@@ -155,10 +155,16 @@ type callConfig struct {
 type callOption func(*callConfig)
 
 // Header stores the response header metadata of a unary call in *md.
-func Header(md *metadata.MD) CallOption { return callOption(func(c *callConfig) { c.header = md }) }
+// Each Header option of the call gets it.
+func Header(md *metadata.MD) CallOption {
+	return callOption(func(c *callConfig) { c.header = append(c.header, md) })
+}
 
 // Trailer stores the trailer metadata of a unary call in *md.
-func Trailer(md *metadata.MD) CallOption { return callOption(func(c *callConfig) { c.trailer = md }) }
+// Each Trailer option of the call gets it.
+func Trailer(md *metadata.MD) CallOption {
+	return callOption(func(c *callConfig) { c.trailer = append(c.trailer, md) })
+}
 
 // MaxCallRecvMsgSize sets the largest response message of one call.
 func MaxCallRecvMsgSize(n int) CallOption {

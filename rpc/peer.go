@@ -168,4 +168,3 @@ func (p *Peer) Session() *mux.Session { return p.sess }
 
 // RemoteAddr returns the other side's address.
 func (p *Peer) RemoteAddr() net.Addr { return p.sess.RemoteAddr() }
-
