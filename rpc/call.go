@@ -50,8 +50,9 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 	// Watch ctx before writing: a request larger than the stream's window
 	// waits for the callee's credit, and the caller's deadline must end
 	// that wait too.
-	var aborted atomic.Bool // the stream was reset because ctx ended
+	aborted := noAbort // set when the stream was reset because ctx ended
 	if ctx.Done() != nil {
+		aborted = new(atomic.Bool) // only here, so calls without a Done pay nothing
 		stop := context.AfterFunc(ctx, func() {
 			aborted.Store(true)
 			st.Reset(resetCode(ctx))
@@ -128,6 +129,9 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 		}
 	}
 }
+
+// noAbort stands for the abort flag of a call whose context cannot end.
+var noAbort = new(atomic.Bool)
 
 // callTimeout returns the time left before ctx's deadline, 0 for none, or
 // DeadlineExceeded when it has passed.
