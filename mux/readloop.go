@@ -15,21 +15,67 @@ import (
 // which flow control bounds, and new streams into the pending list, which
 // the stream limit bounds.
 
+// readLoop is the body of the goroutines that read the session. One reads
+// at a time, counted in s.wg. When a new stream of a handled type arrives
+// with nothing read after it, the reader does not start a goroutine for the
+// handler and then wait for the next frame: it hands the reading over to
+// an idle goroutine (a new one if none waits), runs the handler itself at
+// once, and then waits to read again. Recycled so, the goroutines keep the
+// stacks that reading and writing grew.
 func (s *Session) readLoop() {
-	defer s.wg.Done()
-	s.fail(s.readFrames())
+	for {
+		st, err := s.readFrames()
+		if err != nil {
+			s.fail(err)
+			s.wg.Done()
+			return
+		}
+		handle := st.handle
+		st.handle = nil
+		select {
+		case s.relay <- struct{}{}: // an idle goroutine reads on
+		default:
+			go s.readLoop()
+		}
+		handle(st)
+		if !s.idle() {
+			return
+		}
+	}
 }
 
-func (s *Session) readFrames() error {
+// maxIdleReaders bounds the goroutines that wait in idle.
+const maxIdleReaders = 4
+
+// idle waits until this goroutine is to read again, and reports false
+// when it should exit instead: enough goroutines wait already, or the
+// session has ended.
+func (s *Session) idle() bool {
+	if s.idleReaders.Add(1) > maxIdleReaders {
+		s.idleReaders.Add(-1)
+		return false
+	}
+	defer s.idleReaders.Add(-1)
+	select {
+	case <-s.relay:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// readFrames reads and dispatches frames until the connection fails, or
+// until a new stream of a handled type arrives with nothing read after it.
+func (s *Session) readFrames() (*Stream, error) {
 	maxPayload := uint32(s.cfg.MaxFrameSize)
 	for {
 		hb, err := s.br.Peek(frameHeaderLen)
 		if err != nil {
-			return s.connError(err, len(hb))
+			return nil, s.connError(err, len(hb))
 		}
 		h, err := parseFrameHeader(hb, maxPayload)
 		if err != nil {
-			return s.protocolError(err)
+			return nil, s.protocolError(err)
 		}
 		s.br.Discard(frameHeaderLen)
 		s.frameCount.Add(1)
@@ -46,7 +92,11 @@ func (s *Session) readFrames() error {
 			err = s.protocolError(fmt.Errorf("%w: SETTINGS after the handshake", errFrame))
 		}
 		if err != nil {
-			return err
+			return nil, err
+		}
+		if st := s.serveNow; st != nil {
+			s.serveNow = nil
+			return st, nil
 		}
 	}
 }
@@ -131,8 +181,12 @@ func (s *Session) onData(h frameHeader) error {
 		return s.connError(err, 1)
 	}
 	if st.handle != nil { // a new stream of a handled type, its data in
-		go st.handle(st)
-		st.handle = nil
+		if s.br.Buffered() == 0 {
+			s.serveNow = st // by this goroutine: see readLoop
+		} else {
+			go st.handle(st)
+			st.handle = nil
+		}
 	}
 	return nil
 }

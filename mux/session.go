@@ -71,6 +71,9 @@ type Session struct {
 	pending     []*Stream                    // incoming streams not yet accepted
 	acceptors   map[StreamType]chan struct{} // per accepted type: a token while pending may hold one
 	handlers    map[StreamType]func(*Stream) // per handled type, see HandleType
+	serveNow    *Stream                      // the reader's: a new stream for readLoop to serve itself
+	relay       chan struct{}                // hands the reading to an idle goroutine, see readLoop
+	idleReaders atomic.Int32
 	goAwaySent  *GoAwayError
 	goAwayRecv  *GoAwayError
 	closing     bool
@@ -107,6 +110,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		cfg:       c,
 		client:    client,
 		kick:      make(chan struct{}, 1),
+		relay:     make(chan struct{}),
 		streams:   make(map[uint32]*Stream),
 		acceptors: make(map[StreamType]chan struct{}),
 		pings:     make(map[uint64]chan struct{}),
