@@ -1,13 +1,11 @@
 package mux
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/xtaci/smux"
 )
@@ -54,13 +52,6 @@ type Stream struct {
 	// endedPending marks an incoming stream that finished before an accept
 	// took it; guarded by the session's mu.
 	endedPending bool
-}
-
-// deadline is one direction's deadline: expired turns true when it passes.
-type deadline struct {
-	timer   *time.Timer
-	gen     uint64
-	expired bool
 }
 
 func newStream(s *Session, id uint32, t StreamType) *Stream {
@@ -143,19 +134,6 @@ func (st *Stream) Read(p []byte) (int, error) {
 		st.mu.Lock()
 		st.waiters--
 	}
-}
-
-// creditLocked counts n bytes as read and returns the window to give back
-// to the peer, once half the window has been read.
-func (st *Stream) creditLocked(n int) int {
-	st.unacked += n
-	if st.unacked < st.sess.cfg.StreamWindow/2 || st.recvEnd || st.rerr != nil {
-		return 0
-	}
-	credit := st.unacked
-	st.unacked = 0
-	st.recvWindow += credit
-	return credit
 }
 
 // waitChan returns the stream's wake-up channel, making it on first use.
@@ -454,237 +432,10 @@ func (st *Stream) abort(err error) {
 	}
 }
 
-// failBy ends the stream with err from the peer's side: a RESET, or a
-// GoAway that excludes the stream. It reports whether the session should
-// forget the stream.
-func (st *Stream) failBy(err error) bool {
-	st.mu.Lock()
-	if st.werr == nil || st.werr == ErrWriteClosed {
-		st.werr = err
-	}
-	if !st.recvEnd && st.rerr == nil {
-		st.rerr = err
-		st.dropInputLocked()
-	}
-	st.wakeLocked()
-	finished := st.finishedLocked()
-	abort := st.abortLocked()
-	st.mu.Unlock()
-	if abort != nil {
-		abort()
-	}
-	return finished
-}
-
-// sessionEnded fails whatever the stream still expected from the session.
-func (st *Stream) sessionEnded(err error) {
-	if !st.opened.Load() {
-		err = refusedBy(err)
-	}
-	st.mu.Lock()
-	if st.werr == nil {
-		st.werr = err
-	}
-	if !st.recvEnd && st.rerr == nil {
-		st.rerr = err
-	}
-	var abort func()
-	if !st.gone {
-		abort = st.abortLocked()
-	}
-	st.gone = true
-	st.wakeLocked()
-	st.mu.Unlock()
-	if abort != nil {
-		abort()
-	}
-}
-
-// deliver moves an n-byte DATA payload from br into the stream. A payload
-// beyond the stream's window resets the stream; only a connection error is
-// returned.
-func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
-	st.mu.Lock()
-	if st.rerr != nil || st.recvEnd {
-		st.mu.Unlock()
-		_, err := br.Discard(n)
-		return err
-	}
-	if n > st.recvWindow {
-		st.mu.Unlock()
-		if _, err := br.Discard(n); err != nil {
-			return err
-		}
-		st.resetLocally(ResetFlowControl)
-		return nil
-	}
-	st.recvWindow -= n
-	if n > 0 {
-		region := st.reserveLocked(n)
-		st.delivering = true
-		st.mu.Unlock()
-		_, err := io.ReadFull(br, region)
-		st.mu.Lock()
-		st.delivering = false
-		if err != nil {
-			st.mu.Unlock()
-			return err
-		}
-		if st.rerr == nil {
-			st.rbuf = st.rbuf[:len(st.rbuf)+n]
-		}
-	}
-	if end && st.rerr == nil {
-		st.recvEnd = true
-	}
-	if st.readWake != nil {
-		signal(st.readWake)
-	}
-	finished := st.finishedLocked()
-	st.mu.Unlock()
-	if finished {
-		st.sess.forget(st)
-	}
-	return nil
-}
-
-// reserveLocked makes room for n more bytes after rbuf's length and
-// returns that room.
-func (st *Stream) reserveLocked(n int) []byte {
-	if st.rbuf == nil && n <= pooledBufferSize {
-		st.takeRecvBufLocked()
-	}
-	if st.roff == len(st.rbuf) {
-		st.rbuf, st.roff = st.rbuf[:0], 0
-	}
-	if cap(st.rbuf)-len(st.rbuf) < n {
-		unread := len(st.rbuf) - st.roff
-		if unread+n <= cap(st.rbuf) {
-			copy(st.rbuf, st.rbuf[st.roff:])
-		} else {
-			grown := make([]byte, unread, max(unread+n, 2*cap(st.rbuf), 512))
-			copy(grown, st.rbuf[st.roff:])
-			st.rbuf = grown
-		}
-		st.rbuf, st.roff = st.rbuf[:unread], 0
-	}
-	return st.rbuf[len(st.rbuf) : len(st.rbuf)+n]
-}
-
-// resetLocally resets the stream for a fault of the peer's, telling it.
-func (st *Stream) resetLocally(code uint32) {
-	st.mu.Lock()
-	err := &ResetError{Code: code}
-	if st.werr == nil || st.werr == ErrWriteClosed {
-		st.werr = err
-	}
-	if st.rerr == nil {
-		st.rerr, st.recvEnd = err, false
-		st.dropInputLocked()
-	}
-	st.wakeLocked()
-	finished := st.finishedLocked()
-	abort := st.abortLocked()
-	st.mu.Unlock()
-	if abort != nil {
-		abort()
-	}
-	st.sess.sendControl(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, false, code)
-	if finished {
-		st.sess.forget(st)
-	}
-}
-
-// addCredit adds the peer's window update; it reports false if the window
-// overflows.
-func (st *Stream) addCredit(n int) bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.sendWindow+n > maxWindow {
-		return false
-	}
-	st.sendWindow += n
-	if st.writeWake != nil {
-		signal(st.writeWake)
-	}
-	return true
-}
-
 // LocalAddr returns the session's local address.
 func (st *Stream) LocalAddr() net.Addr { return st.sess.LocalAddr() }
 
 // RemoteAddr returns the session's remote address.
 func (st *Stream) RemoteAddr() net.Addr { return st.sess.RemoteAddr() }
-
-// SetDeadline sets the read and write deadlines, as net.Conn does.
-func (st *Stream) SetDeadline(t time.Time) error {
-	if st.sm != nil {
-		return st.sm.SetDeadline(t)
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.setDeadlineLocked(&st.rdl, t)
-	st.setDeadlineLocked(&st.wdl, t)
-	return nil
-}
-
-// SetReadDeadline sets the deadline for Read, as net.Conn does.
-func (st *Stream) SetReadDeadline(t time.Time) error {
-	if st.sm != nil {
-		return st.sm.SetReadDeadline(t)
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.setDeadlineLocked(&st.rdl, t)
-	return nil
-}
-
-// SetWriteDeadline sets the deadline for Write, as net.Conn does. A write
-// that has handed its bytes to the session completes regardless.
-func (st *Stream) SetWriteDeadline(t time.Time) error {
-	if st.sm != nil {
-		return st.sm.SetWriteDeadline(t)
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.setDeadlineLocked(&st.wdl, t)
-	return nil
-}
-
-func (st *Stream) setDeadlineLocked(d *deadline, t time.Time) {
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
-	d.gen++
-	d.expired = false
-	if t.IsZero() {
-		return
-	}
-	wait := time.Until(t)
-	if wait <= 0 {
-		d.expired = true
-		st.wakeLocked()
-		return
-	}
-	gen := d.gen
-	d.timer = time.AfterFunc(wait, func() {
-		st.mu.Lock()
-		if d.gen == gen {
-			d.expired = true
-			st.wakeLocked()
-		}
-		st.mu.Unlock()
-	})
-}
-
-func (st *Stream) stopDeadlinesLocked() {
-	for _, d := range []*deadline{&st.rdl, &st.wdl} {
-		if d.timer != nil {
-			d.timer.Stop()
-			d.timer = nil
-		}
-	}
-}
 
 var _ net.Conn = (*Stream)(nil)

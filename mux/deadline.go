@@ -1,0 +1,81 @@
+package mux
+
+import "time"
+
+// deadline is one direction's deadline: expired turns true when it passes.
+type deadline struct {
+	timer   *time.Timer
+	gen     uint64
+	expired bool
+}
+
+// SetDeadline sets the read and write deadlines, as net.Conn does.
+func (st *Stream) SetDeadline(t time.Time) error {
+	if st.sm != nil {
+		return st.sm.SetDeadline(t)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.setDeadlineLocked(&st.rdl, t)
+	st.setDeadlineLocked(&st.wdl, t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for Read, as net.Conn does.
+func (st *Stream) SetReadDeadline(t time.Time) error {
+	if st.sm != nil {
+		return st.sm.SetReadDeadline(t)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.setDeadlineLocked(&st.rdl, t)
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for Write, as net.Conn does. A write
+// that has handed its bytes to the session completes regardless.
+func (st *Stream) SetWriteDeadline(t time.Time) error {
+	if st.sm != nil {
+		return st.sm.SetWriteDeadline(t)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.setDeadlineLocked(&st.wdl, t)
+	return nil
+}
+
+func (st *Stream) setDeadlineLocked(d *deadline, t time.Time) {
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.gen++
+	d.expired = false
+	if t.IsZero() {
+		return
+	}
+	wait := time.Until(t)
+	if wait <= 0 {
+		d.expired = true
+		st.wakeLocked()
+		return
+	}
+	gen := d.gen
+	d.timer = time.AfterFunc(wait, func() {
+		st.mu.Lock()
+		if d.gen == gen {
+			d.expired = true
+			st.wakeLocked()
+		}
+		st.mu.Unlock()
+	})
+}
+
+func (st *Stream) stopDeadlinesLocked() {
+	for _, d := range []*deadline{&st.rdl, &st.wdl} {
+		if d.timer != nil {
+			d.timer.Stop()
+			d.timer = nil
+		}
+	}
+}
