@@ -12,9 +12,9 @@ import (
 // TestAdmissionControl sets MaxIncomingStreams to 10 on a server that does
 // not accept: the client's 11th Open waits and then fails as retry-safe
 // ErrRefused, the session never freezes, and once the server takes and
-// closes streams, new ones open. On smux, which cannot tell the client its
-// limit, the 11th stream opens and is closed at once (io.EOF), as
-// documented.
+// closes streams, new ones open. On smux, where Ping is not, the same
+// holds once the server's settings have arrived; a stream opened past the
+// limit, as before they arrive, is refused with a retry-safe ErrRefused.
 func TestAdmissionControl(t *testing.T) {
 	const limit = 10
 	for _, tr := range transports {
@@ -39,17 +39,17 @@ func TestAdmissionControl(t *testing.T) {
 			}
 			waitFor(t, "the server to hold 10 streams", func() bool { return s.NumStreams() == limit })
 
+			short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			start := time.Now()
+			_, err := c.OpenType(short, TypeDefault)
+			cancel()
+			if !errors.Is(err, ErrRefused) || !IsRetrySafe(err) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("11th open: got %v, want a retry-safe ErrRefused after the context's deadline", err)
+			}
+			if d := time.Since(start); d < 90*time.Millisecond {
+				t.Fatalf("11th open failed after %v, before its context ended", d)
+			}
 			if tr == Native {
-				short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-				start := time.Now()
-				_, err := c.OpenType(short, TypeDefault)
-				cancel()
-				if !errors.Is(err, ErrRefused) || !IsRetrySafe(err) || !errors.Is(err, context.DeadlineExceeded) {
-					t.Fatalf("11th open: got %v, want a retry-safe ErrRefused after the context's deadline", err)
-				}
-				if d := time.Since(start); d < 90*time.Millisecond {
-					t.Fatalf("11th open failed after %v, before its context ended", d)
-				}
 				if _, err := c.Ping(ctx); err != nil {
 					t.Fatalf("Ping with the peer's stream limit reached: %v", err)
 				}
@@ -57,15 +57,25 @@ func TestAdmissionControl(t *testing.T) {
 					t.Fatalf("server Ping with its stream limit reached: %v", err)
 				}
 			} else {
+				// As if the server's settings had not arrived yet: the
+				// 11th stream opens, and the server refuses it.
+				c.mu.Lock()
+				limit := c.peer.maxIncomingStreams
+				c.peer.maxIncomingStreams = maxStreamID
+				c.mu.Unlock()
 				st, err := c.Open(ctx)
 				if err != nil {
 					t.Fatalf("smux 11th open: %v", err)
 				}
+				st.Write([]byte{0xff})
 				st.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := st.Read(make([]byte, 1)); err != io.EOF {
-					t.Fatalf("smux stream over the limit: read %v, want io.EOF", err)
+				if _, err := st.Read(make([]byte, 1)); !errors.Is(err, ErrRefused) || !IsRetrySafe(err) {
+					t.Fatalf("smux stream over the limit: read %v, want a retry-safe ErrRefused", err)
 				}
 				st.Close()
+				c.mu.Lock()
+				c.peer.maxIncomingStreams = limit
+				c.mu.Unlock()
 			}
 			// The other direction is not limited and keeps working.
 			serveEcho(t, c)
@@ -75,16 +85,14 @@ func TestAdmissionControl(t *testing.T) {
 
 			// An Open waiting for a slot gets the first one freed.
 			waiting := make(chan error, 1)
-			if tr == Native {
-				go func() {
-					st, err := c.Open(ctx)
-					if err == nil {
-						err = echoOn(ctx, st, []byte("waited for a slot"), false)
-						st.Close()
-					}
-					waiting <- err
-				}()
-			}
+			go func() {
+				st, err := c.Open(ctx)
+				if err == nil {
+					err = echoOn(ctx, st, []byte("waited for a slot"), false)
+					st.Close()
+				}
+				waiting <- err
+			}()
 			// The native engine offers streams in the order they arrived;
 			// smux admits each in its own goroutine, in any order.
 			seen := map[byte]bool{}
@@ -101,10 +109,15 @@ func TestAdmissionControl(t *testing.T) {
 				st.Close()
 			}
 			serveEcho(t, s) // from here on the server accepts everything
-			if tr == Native {
-				if err := <-waiting; err != nil {
-					t.Fatalf("open waiting for a slot: %v", err)
+			if tr == Smux {
+				// smux does not tell this side that the server closed its
+				// streams: their slots free when this side closes them.
+				for _, st := range open {
+					st.Close()
 				}
+			}
+			if err := <-waiting; err != nil {
+				t.Fatalf("open waiting for a slot: %v", err)
 			}
 			for i := 0; i < 2*limit; i++ {
 				if err := echo(ctx, c, pattern(i, 100)); err != nil {

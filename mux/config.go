@@ -15,9 +15,10 @@ const (
 	// Smux speaks github.com/xtaci/smux protocol version 2, for peers that
 	// already do (for example over KCP). It lacks what smux lacks:
 	//   - Reset, GoAway, Ping and CloseWrite return ErrUnsupported;
-	//   - there is no connection preface and no settings exchange, so an
-	//     opener cannot wait for the peer's stream limit: streams over it
-	//     are closed at once and read io.EOF, not ErrRefused;
+	//   - there is no connection preface: a peer that is not muxrpc over
+	//     smux is noticed only when its frames fail to parse; and until the
+	//     peer's settings arrive, an opener does not know its stream limit,
+	//     so its first streams may be refused (ErrRefused) rather than wait;
 	//   - every stream starts with smux's fixed 256 KiB send window; a
 	//     smaller StreamWindow applies only after the receiver's first Read;
 	//   - a Write waiting for window does not fail when the peer closes the

@@ -152,9 +152,6 @@ func (s *Session) Open(ctx context.Context) (*Stream, error) {
 // reached, OpenType waits for a free slot until ctx is done, and then fails
 // with an error for which IsRetrySafe holds.
 func (s *Session) OpenType(ctx context.Context, t StreamType) (*Stream, error) {
-	if s.smux != nil {
-		return s.smuxOpen(ctx, t)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, refusedBy(err)
 	}
@@ -183,6 +180,9 @@ func (s *Session) OpenType(ctx context.Context, t StreamType) (*Stream, error) {
 	}
 	s.numOut++
 	s.mu.Unlock()
+	if s.smux != nil {
+		return s.smuxOpen(t)
+	}
 	return newStream(s, 0, t), nil
 }
 

@@ -17,13 +17,12 @@ import (
 
 // The Smux transport: sessions that speak github.com/xtaci/smux protocol
 // version 2 underneath the same Session and Stream API. Each stream starts
-// with its type as a uvarint, since smux has no stream types. Admission,
-// accept queues, Close's drain and the session's end are shared with the
-// native engine; frames, flow control and keepalive are smux's.
-//
-// What smux cannot give is refused plainly (ErrUnsupported): Reset, GoAway,
-// Ping and CloseWrite. A stream over MaxIncomingStreams is closed at once,
-// so the opener sees io.EOF, not ErrRefused.
+// with its type and, the other way, an admission status; each side sends
+// its stream limit on a settings stream. So admission (OpenType waits for a
+// slot, ErrRefused past the limit), accept queues, Close's drain and the
+// session's end are shared with the native engine; frames, flow control
+// and keepalive are smux's. What smux cannot give is refused plainly
+// (ErrUnsupported): Reset, GoAway, Ping and CloseWrite.
 
 func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s *Session) (*Session, error) {
 	// With no preface exchange to drive it, a TLS handshake would wait for
@@ -63,10 +62,58 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 	if err != nil {
 		return nil, fmt.Errorf("mux: starting smux: %w", err)
 	}
+	// Until the peer's settings arrive, its stream limit is unknown.
 	s.peer = settings{maxIncomingStreams: maxStreamID, initialWindow: uint32(c.StreamWindow), maxFrameSize: uint32(sc.MaxFrameSize)}
+	if err := s.smuxSendSettings(); err != nil {
+		s.smux.Close()
+		return nil, fmt.Errorf("mux: sending settings over smux: %w", err)
+	}
 	s.wg.Add(1)
 	go s.smuxAcceptLoop()
 	return s, nil
+}
+
+// The Smux transport's own additions to smux, in each stream's first
+// bytes: the opener sends the stream's type (a uvarint), and the acceptor
+// answers with an admission status byte in front of its first byte, or
+// alone before closing a stream it refuses. A stream of the reserved type
+// smuxSettingsType carries a side's settings instead: its limit of
+// incoming streams as a uvarint.
+const (
+	smuxAdmitted     byte       = 0
+	smuxRefused      byte       = 1
+	smuxSettingsType StreamType = 1<<32 - 1
+)
+
+// smuxSendSettings tells the peer this side's stream limit, so that its
+// OpenType waits for a free slot as on the native transport.
+func (s *Session) smuxSendSettings() error {
+	sms, err := s.smux.OpenStream()
+	if err != nil {
+		return err
+	}
+	runtime.SetFinalizer(sms, nil)
+	b := binary.AppendUvarint(nil, uint64(smuxSettingsType))
+	b = binary.AppendUvarint(b, uint64(s.cfg.MaxIncomingStreams))
+	_, err = sms.Write(b)
+	sms.Close()
+	return err
+}
+
+// smuxTakeSettings reads the peer's settings from its settings stream.
+func (s *Session) smuxTakeSettings(sms *smux.Stream) {
+	defer sms.Close()
+	limit, err := binary.ReadUvarint(byteReader{sms})
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.peer.maxIncomingStreams = uint32(min(limit, maxStreamID))
+	if s.slotFreed != nil {
+		close(s.slotFreed)
+		s.slotFreed = nil
+	}
+	s.mu.Unlock()
 }
 
 // smuxConn is the connection as smux sees it: a failed read ends the
@@ -114,6 +161,10 @@ func (s *Session) smuxAdmit(sms *smux.Stream) {
 	defer s.wg.Done()
 	sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	t, err := binary.ReadUvarint(byteReader{sms})
+	if err == nil && StreamType(t) == smuxSettingsType {
+		s.smuxTakeSettings(sms)
+		return
+	}
 	sms.SetReadDeadline(time.Time{})
 	if err != nil || t > 1<<32-1 {
 		sms.Close()
@@ -122,6 +173,8 @@ func (s *Session) smuxAdmit(sms *smux.Stream) {
 	s.mu.Lock()
 	if s.err != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
 		s.mu.Unlock()
+		sms.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+		sms.Write([]byte{smuxRefused})
 		sms.Close()
 		return
 	}
@@ -135,18 +188,10 @@ func (s *Session) smuxAdmit(sms *smux.Stream) {
 	}
 }
 
-func (s *Session) smuxOpen(ctx context.Context, t StreamType) (*Stream, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, refusedBy(err)
-	}
-	s.mu.Lock()
-	if err := s.openErrLocked(); err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	s.numOut++
-	s.mu.Unlock()
-	st := &Stream{sess: s, typ: t, sm: nil}
+// smuxOpen opens a smux stream of type t for OpenType, which has taken its
+// slot.
+func (s *Session) smuxOpen(t StreamType) (*Stream, error) {
+	st := &Stream{sess: s, typ: t}
 	sms, err := s.smux.OpenStream()
 	if err == nil {
 		runtime.SetFinalizer(sms, nil)
@@ -165,13 +210,60 @@ func (s *Session) smuxOpen(ctx context.Context, t StreamType) (*Stream, error) {
 }
 
 func (st *Stream) smuxRead(p []byte) (int, error) {
+	if !st.in && !st.smuxStatusDone.Load() {
+		if err := st.smuxReadStatus(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := st.sm.Read(p)
 	return n, st.smuxErr(err)
 }
 
+// smuxReadStatus reads the admission status byte in front of what the
+// acceptor of an opened stream sends.
+func (st *Stream) smuxReadStatus() error {
+	st.smuxStatusMu.Lock()
+	defer st.smuxStatusMu.Unlock()
+	if st.smuxStatusDone.Load() {
+		return st.smuxStatusErr
+	}
+	var status [1]byte
+	if _, err := io.ReadFull(st.sm, status[:]); err != nil {
+		return st.smuxErr(err) // nothing came: the stream ended or failed, or a deadline passed
+	}
+	switch {
+	case status[0] == smuxRefused:
+		st.smuxStatusErr = fmt.Errorf("%w: the peer is at its limit of streams", ErrRefused)
+	case status[0] != smuxAdmitted:
+		st.smuxStatusErr = fmt.Errorf("%w: admission status %#x", ErrProtocol, status[0])
+	}
+	st.smuxStatusDone.Store(true)
+	return st.smuxStatusErr
+}
+
 func (st *Stream) smuxWrite(p []byte) (int, error) {
+	if st.in && !st.smuxStatusDone.Load() {
+		return st.smuxWriteFirst(p)
+	}
 	n, err := st.sm.Write(p)
 	return n, st.smuxErr(err)
+}
+
+// smuxWriteFirst writes an accepted stream's first bytes behind its
+// admission status.
+func (st *Stream) smuxWriteFirst(p []byte) (int, error) {
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	if st.smuxStatusDone.Load() {
+		n, err := st.sm.Write(p)
+		return n, st.smuxErr(err)
+	}
+	b := make([]byte, 1+len(p))
+	b[0] = smuxAdmitted
+	copy(b[1:], p)
+	n, err := st.sm.Write(b)
+	st.smuxStatusDone.Store(true)
+	return max(n-1, 0), st.smuxErr(err)
 }
 
 // smuxClose closes a smux stream once and frees its slot.

@@ -26,6 +26,12 @@ type Stream struct {
 	writeMu sync.Mutex  // one writer at a time, so frames keep their order
 	opened  atomic.Bool // the peer has been told of the stream
 
+	// The Smux transport's admission status byte: sent before an accepted
+	// stream's first byte, read before an opened stream's (see smux.go).
+	smuxStatusDone atomic.Bool
+	smuxStatusMu   sync.Mutex
+	smuxStatusErr  error
+
 	mu         sync.Mutex
 	rbuf       []byte  // received bytes are rbuf[roff:]
 	rbox       *[]byte // rbuf's pool box, if it came from the pool

@@ -21,15 +21,7 @@ func TestConcurrentUnaryCalls(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		ctx := testCtx(t, 60*time.Second)
 		var inFlight, peak atomic.Int64
-		opts := []ServerOption{muxOpt(tr)}
-		if tr == mux.Smux {
-			// The Smux transport has no settings exchange, so a caller cannot
-			// learn the server's limit and wait for a free slot: the server
-			// closes streams over its limit, and those calls fail with
-			// Unavailable (not retry-safe). Admit them all.
-			opts = append(opts, MaxConcurrentCalls(calls))
-		}
-		srv := NewServer(opts...)
+		srv := NewServer(muxOpt(tr))
 		srv.RegisterService(&echoDesc, &funcEcho{unary: func(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 			n := inFlight.Add(1)
 			defer inFlight.Add(-1)
