@@ -77,11 +77,11 @@
 // [Native], the default, is this package's own framing, described in
 // PROTOCOL.md. [Smux] speaks github.com/xtaci/smux protocol version 2
 // under the same API, for peers that already use smux (over KCP, say);
-// each of its streams begins with its type as a uvarint. It has no
+// each of its streams begins with its type and an admission status, and
+// each side announces its stream limit on a settings stream. It has no
 // preface and cannot express everything: Reset, GoAway, Ping, CloseWrite
-// and OnAbort return [ErrUnsupported], and a stream over the peer's limit
-// is closed (the opener reads io.EOF) rather than refused. Both peers must
-// use the same transport.
+// and OnAbort return [ErrUnsupported] (see [Smux]). Both peers must use
+// the same transport.
 //
 // # Example
 //
