@@ -26,6 +26,7 @@ const (
 	Smux
 )
 
+// String returns the transport's name: "native" or "smux".
 func (t Transport) String() string {
 	switch t {
 	case Native:

@@ -73,6 +73,7 @@ type ResetError struct {
 	Remote bool // the peer reset the stream
 }
 
+// Error says who reset the stream, and with which code.
 func (e *ResetError) Error() string {
 	who := "locally"
 	if e.Remote {
@@ -101,6 +102,7 @@ type GoAwayError struct {
 	Remote       bool
 }
 
+// Error says which side sent the GoAway, its code and its debug data.
 func (e *GoAwayError) Error() string {
 	who := "sent"
 	if e.Remote {
