@@ -190,7 +190,8 @@ func (s *Server) ServeConn(conn net.Conn) error {
 
 // ServeSession serves calls on a session the caller made, on either side
 // of it, and returns when the session ends. It returns nil if the session
-// was closed by Close or Stop on this side.
+// was closed by Close or Stop on this side, or by the peer's own Close,
+// and the session's error otherwise.
 func (s *Server) ServeSession(sess *mux.Session) error {
 	cfg := s.cfg.peer
 	cfg.services = s
@@ -211,10 +212,17 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	s.mu.Lock()
 	delete(s.peers, p)
 	s.mu.Unlock()
-	if err := sess.Err(); !errors.Is(err, mux.ErrSessionClosed) {
-		return err
+	return sessionEndError(sess.Err())
+}
+
+// sessionEndError is nil for a session that ended in good order: closed by
+// this side, or after the peer's GoAway without error.
+func sessionEndError(err error) error {
+	var g *mux.GoAwayError
+	if errors.Is(err, mux.ErrSessionClosed) || errors.As(err, &g) && g.Remote && g.Code == mux.GoAwayNormal {
+		return nil
 	}
-	return nil
+	return err
 }
 
 // Peers returns the peers connected now.
