@@ -44,8 +44,10 @@ func (s *Session) readLoop() {
 	}
 }
 
-// maxIdleReaders bounds the goroutines that wait in idle.
-const maxIdleReaders = 4
+// maxIdleReaders bounds the goroutines that wait in idle. One is enough
+// for calls one after another to start no goroutine, and more did not help
+// under load; each costs an idle session a parked goroutine.
+const maxIdleReaders = 1
 
 // idle waits until this goroutine is to read again, and reports false
 // when it should exit instead: enough goroutines wait already, or the
