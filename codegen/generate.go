@@ -244,15 +244,21 @@ func isStreaming(m *protogen.Method) bool {
 }
 
 func (w *fileGen) clientInterface(svc *protogen.Service, n serviceNames, ms []methodNames, svcDeprecated string) {
-	w.P(doc(
-		line("%s is the client API of the %s service.", n.client, svc.Desc.FullName())+
-			line("Each call opens a stream of the session under its rpc.ClientConnInterface."),
-		svc.Comments.Leading.String(),
-		svcDeprecated,
-	), "type ", n.client, " interface {")
+	intro := line("%s is the client API of the %s service.", n.client, svc.Desc.FullName()) +
+		line("Each call opens a stream of the session under its rpc.ClientConnInterface.")
+	w.apiInterface(svc, ms, n.client, intro, svcDeprecated, w.clientSignature,
+		func(mn methodNames) string { return mn.clientAlias }, "Client", "caller's")
+}
+
+// apiInterface writes one side's interface of a service, then the aliases
+// of that side's typed streams: side is "Client" or "Server", and whose
+// names that side in the aliases' doc comments.
+func (w *fileGen) apiInterface(svc *protogen.Service, ms []methodNames, name, intro, svcDeprecated string,
+	signature func(*protogen.Method, methodNames) string, alias func(methodNames) string, side, whose string) {
+	w.P(doc(intro, svc.Comments.Leading.String(), svcDeprecated), "type ", name, " interface {")
 	for i, m := range svc.Methods {
 		w.P(doc(m.Comments.Leading.String(), w.deprecated(methodDeprecated(m))),
-			w.clientSignature(m, ms[i]), trailing(m.Comments.Trailing))
+			signature(m, ms[i]), trailing(m.Comments.Trailing))
 	}
 	w.P("}")
 	w.P()
@@ -260,8 +266,8 @@ func (w *fileGen) clientInterface(svc *protogen.Service, n serviceNames, ms []me
 		if !isStreaming(m) {
 			continue
 		}
-		w.P("// ", ms[i].clientAlias, " is the caller's side of a call of ", m.Desc.Name(), ".")
-		w.P("type ", ms[i].clientAlias, " = ", w.streamType(m, "Client"))
+		w.P("// ", alias(ms[i]), " is the ", whose, " side of a call of ", m.Desc.Name(), ".")
+		w.P("type ", alias(ms[i]), " = ", w.streamType(m, side))
 		w.P()
 	}
 }
@@ -333,27 +339,11 @@ func (w *fileGen) serverSignature(m *protogen.Method, mn methodNames) string {
 }
 
 func (w *fileGen) serverInterface(svc *protogen.Service, n serviceNames, ms []methodNames, svcDeprecated string) {
-	w.P(doc(
-		line("%s is the server API of the %s service.", n.server, svc.Desc.FullName())+
-			line("Register an implementation with %s; embed", n.register)+
-			line("%s in it to keep it compiling when methods are added.", n.unimplemented),
-		svc.Comments.Leading.String(),
-		svcDeprecated,
-	), "type ", n.server, " interface {")
-	for i, m := range svc.Methods {
-		w.P(doc(m.Comments.Leading.String(), w.deprecated(methodDeprecated(m))),
-			w.serverSignature(m, ms[i]), trailing(m.Comments.Trailing))
-	}
-	w.P("}")
-	w.P()
-	for i, m := range svc.Methods {
-		if !isStreaming(m) {
-			continue
-		}
-		w.P("// ", ms[i].serverAlias, " is the handler's side of a call of ", m.Desc.Name(), ".")
-		w.P("type ", ms[i].serverAlias, " = ", w.streamType(m, "Server"))
-		w.P()
-	}
+	intro := line("%s is the server API of the %s service.", n.server, svc.Desc.FullName()) +
+		line("Register an implementation with %s; embed", n.register) +
+		line("%s in it to keep it compiling when methods are added.", n.unimplemented)
+	w.apiInterface(svc, ms, n.server, intro, svcDeprecated, w.serverSignature,
+		func(mn methodNames) string { return mn.serverAlias }, "Server", "handler's")
 }
 
 func (w *fileGen) unimplemented(svc *protogen.Service, n serviceNames, ms []methodNames) {
