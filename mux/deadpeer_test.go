@@ -270,19 +270,7 @@ func TestClosedConnNoticed(t *testing.T) {
 		t.Run(tr.String()+"/peer Kill", func(t *testing.T) {
 			c, s := pair(t, withTransport(nil, tr), withTransport(nil, tr))
 			ctx := testCtx(t, 10*time.Second)
-			st, err := c.Open(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			if _, err := st.Write([]byte("x")); err != nil {
-				t.Fatal(err)
-			}
-			peer, err := s.Accept(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer peer.Close()
+			st, peer := openAccepted(t, ctx, c, s, []byte("x"))
 			if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
 				t.Fatal(err)
 			}

@@ -228,19 +228,7 @@ func TestCloseTimeout(t *testing.T) {
 		t.Run(tr.String(), func(t *testing.T) {
 			c, s := pair(t, withTransport(nil, tr), withTransport(&Config{CloseTimeout: closeTimeout}, tr))
 			ctx := testCtx(t, 10*time.Second)
-			st, err := c.Open(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			if _, err := st.Write([]byte("x")); err != nil {
-				t.Fatal(err)
-			}
-			peer, err := s.Accept(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer peer.Close()
+			_, peer := openAccepted(t, ctx, c, s, []byte("x"))
 			readErr := make(chan error, 1)
 			go func() {
 				_, err := peer.Read(make([]byte, 10))

@@ -73,3 +73,23 @@ func testCtx(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// openAccepted opens a stream of c, writes first on it, and accepts it on
+// s; both ends are closed when the test ends.
+func openAccepted(t testing.TB, ctx context.Context, c, s *Session, first []byte) (st, peer *Stream) {
+	t.Helper()
+	st, err := c.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	peer, err = s.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	return st, peer
+}

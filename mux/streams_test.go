@@ -315,19 +315,7 @@ func TestStreamDeadlines(t *testing.T) {
 			// A small window on the server, so a write blocks soon.
 			c, s := pair(t, withTransport(nil, tr), withTransport(&Config{StreamWindow: 4 << 10}, tr))
 			ctx := testCtx(t, 10*time.Second)
-			st, err := c.Open(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			if _, err := st.Write([]byte("hello")); err != nil {
-				t.Fatal(err)
-			}
-			peer, err := s.Accept(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer peer.Close()
+			st, peer := openAccepted(t, ctx, c, s, []byte("hello"))
 
 			checkTimeout := func(what string, err error) {
 				t.Helper()
@@ -343,7 +331,7 @@ func TestStreamDeadlines(t *testing.T) {
 			// Read deadline in the future: the read waits, then times out.
 			st.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 			start := time.Now()
-			_, err = st.Read(make([]byte, 10))
+			_, err := st.Read(make([]byte, 10))
 			checkTimeout("read", err)
 			if d := time.Since(start); d < 40*time.Millisecond || d > 3*time.Second {
 				t.Fatalf("read deadline of 50ms fired after %v", d)
