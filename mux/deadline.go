@@ -16,8 +16,8 @@ func (st *Stream) SetDeadline(t time.Time) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.setDeadlineLocked(&st.rdl, t)
-	st.setDeadlineLocked(&st.wdl, t)
+	st.setDeadlineLocked(&st.rdl, t, st.recv == halfOpen)
+	st.setDeadlineLocked(&st.wdl, t, st.send == halfOpen)
 	return nil
 }
 
@@ -28,7 +28,7 @@ func (st *Stream) SetReadDeadline(t time.Time) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.setDeadlineLocked(&st.rdl, t)
+	st.setDeadlineLocked(&st.rdl, t, st.recv == halfOpen)
 	return nil
 }
 
@@ -40,18 +40,18 @@ func (st *Stream) SetWriteDeadline(t time.Time) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.setDeadlineLocked(&st.wdl, t)
+	st.setDeadlineLocked(&st.wdl, t, st.send == halfOpen)
 	return nil
 }
 
-func (st *Stream) setDeadlineLocked(d *deadline, t time.Time) {
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
+// setDeadlineLocked sets one direction's deadline. Once the direction has
+// ended, or the stream is closed, no operation waits on it, so no timer is
+// started, and a stream nobody uses is not kept alive by one.
+func (st *Stream) setDeadlineLocked(d *deadline, t time.Time, open bool) {
+	d.stop()
 	d.gen++
 	d.expired = false
-	if t.IsZero() {
+	if t.IsZero() || !open || st.closed {
 		return
 	}
 	wait := time.Until(t)
@@ -71,11 +71,11 @@ func (st *Stream) setDeadlineLocked(d *deadline, t time.Time) {
 	})
 }
 
-func (st *Stream) stopDeadlinesLocked() {
-	for _, d := range []*deadline{&st.rdl, &st.wdl} {
-		if d.timer != nil {
-			d.timer.Stop()
-			d.timer = nil
-		}
+// stop stops the deadline's timer: its direction has ended, so nobody
+// will wait for it.
+func (d *deadline) stop() {
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
 	}
 }

@@ -6,15 +6,15 @@ import (
 )
 
 // What the reader goroutine does to a stream: it fills the stream's
-// buffer within the stream's window, takes the peer's credit, resets and
-// ends it.
+// buffer within the stream's window, takes the peer's credit, and ends
+// the stream's directions as the peer's frames say.
 
 // deliver moves an n-byte DATA payload from br into the stream. A payload
 // beyond the stream's window resets the stream; only a connection error is
 // returned.
 func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
 	st.mu.Lock()
-	if st.rerr != nil || st.recvEnd {
+	if st.recv != halfOpen || st.closed {
 		st.mu.Unlock()
 		_, err := br.Discard(n)
 		return err
@@ -39,21 +39,22 @@ func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
 			st.mu.Unlock()
 			return err
 		}
-		if st.rerr == nil {
+		if st.recv == halfOpen && !st.closed {
 			st.rbuf = st.rbuf[:len(st.rbuf)+n]
+		} else {
+			st.dropInputLocked() // ended while the bytes arrived
 		}
 	}
-	if end && st.rerr == nil {
-		st.recvEnd = true
+	if !end {
+		if st.readWake != nil {
+			signal(st.readWake)
+		}
+		st.mu.Unlock()
+		return nil
 	}
-	if st.readWake != nil {
-		signal(st.readWake)
-	}
-	finished := st.finishedLocked()
+	a := st.endLocked(change{recv: halfEnded, by: byPeer})
 	st.mu.Unlock()
-	if finished {
-		st.sess.forget(st)
-	}
+	a.do()
 	return nil
 }
 
@@ -84,7 +85,7 @@ func (st *Stream) reserveLocked(n int) []byte {
 // to the peer, once half the window has been read.
 func (st *Stream) creditLocked(n int) int {
 	st.unacked += n
-	if st.unacked < st.sess.cfg.StreamWindow/2 || st.recvEnd || st.rerr != nil {
+	if st.unacked < st.sess.cfg.StreamWindow/2 || st.recv != halfOpen {
 		return 0
 	}
 	credit := st.unacked
@@ -109,71 +110,27 @@ func (st *Stream) addCredit(n int) bool {
 }
 
 // failBy ends the stream with err from the peer's side: a RESET, or a
-// GoAway that excludes the stream. It reports whether the session should
-// forget the stream.
-func (st *Stream) failBy(err error) bool {
-	st.mu.Lock()
-	if st.werr == nil || st.werr == ErrWriteClosed {
-		st.werr = err
-	}
-	if !st.recvEnd && st.rerr == nil {
-		st.rerr = err
-		st.dropInputLocked()
-	}
-	st.wakeLocked()
-	finished := st.finishedLocked()
-	abort := st.abortLocked()
-	st.mu.Unlock()
-	if abort != nil {
-		abort()
-	}
-	return finished
+// GoAway that excludes the stream. What the peer sent before its END stays
+// readable.
+func (st *Stream) failBy(err error) {
+	st.end(change{send: halfFailed, sendErr: err, recv: halfFailed, recvErr: err, by: byPeer})
 }
 
 // resetLocally resets the stream for a fault of the peer's, telling it.
 func (st *Stream) resetLocally(code uint32) {
-	st.mu.Lock()
 	err := &ResetError{Code: code}
-	if st.werr == nil || st.werr == ErrWriteClosed {
-		st.werr = err
-	}
-	if st.rerr == nil {
-		st.rerr, st.recvEnd = err, false
-		st.dropInputLocked()
-	}
-	st.wakeLocked()
-	finished := st.finishedLocked()
-	abort := st.abortLocked()
+	st.mu.Lock()
+	a := st.endLocked(change{send: halfFailed, sendErr: err, recv: halfFailed, recvErr: err, by: byPeer})
 	st.mu.Unlock()
-	if abort != nil {
-		abort()
-	}
-	st.sess.sendControl(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, false, code)
-	if finished {
-		st.sess.forget(st)
-	}
+	st.sess.queueEnd(st, false, true, code, &a)
+	a.do()
 }
 
 // sessionEnded fails whatever the stream still expected from the session.
+// A stream that never reached the wire fails as never processed.
 func (st *Stream) sessionEnded(err error) {
 	if !st.opened.Load() {
 		err = refusedBy(err)
 	}
-	st.mu.Lock()
-	if st.werr == nil {
-		st.werr = err
-	}
-	if !st.recvEnd && st.rerr == nil {
-		st.rerr = err
-	}
-	var abort func()
-	if !st.gone {
-		abort = st.abortLocked()
-	}
-	st.gone = true
-	st.wakeLocked()
-	st.mu.Unlock()
-	if abort != nil {
-		abort()
-	}
+	st.end(change{send: halfFailed, sendErr: err, recv: halfFailed, recvErr: err, by: bySession})
 }

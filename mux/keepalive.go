@@ -4,7 +4,9 @@ import "time"
 
 // keepAlive pings the peer when the session has been quiet for
 // KeepAliveInterval and ends the session when nothing has arrived, or a
-// write has been stuck, for KeepAliveTimeout.
+// write has made no progress, for KeepAliveTimeout. Progress is bytes
+// leaving, not whole writes completing, so a slow link that the peer reads
+// keeps its session however long one batch takes.
 func (s *Session) keepAlive() {
 	defer s.wg.Done()
 	interval, timeout := s.cfg.KeepAliveInterval, s.cfg.KeepAliveTimeout
@@ -21,14 +23,14 @@ func (s *Session) keepAlive() {
 		if c := s.frameCount.Load(); c != lastCount {
 			lastCount, heard = c, now
 		}
-		stuck := s.flushedAt.Load()
-		if now.Sub(heard) >= timeout || stuck != 0 && now.Sub(time.Unix(0, stuck)) >= timeout {
+		progress := s.progressAt.Load() // a write runs, and last made progress then
+		if now.Sub(heard) >= timeout || progress != 0 && now.Sub(time.Unix(0, progress)) >= timeout {
 			s.fail(ErrKeepAliveTimeout)
 			return
 		}
 		if now.Sub(heard) >= interval && now.Sub(pinged) >= interval {
 			pinged = now
-			s.sendPing(0, false, false)
+			s.sendPing(0, false)
 		}
 	}
 }

@@ -39,7 +39,7 @@ func (st *Stream) releaseRecvBufLocked() {
 // waits on them; nothing signals them after this, since signals are sent
 // under the lock and only to non-nil channels.
 func (st *Stream) releaseWakeLocked() {
-	if st.waiters > 0 {
+	if st.readers > 0 || st.writers > 0 {
 		return
 	}
 	for _, c := range []*chan struct{}{&st.readWake, &st.writeWake} {

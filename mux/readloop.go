@@ -37,7 +37,7 @@ func (s *Session) readLoop() {
 		default:
 			go s.readLoop()
 		}
-		handle(st)
+		s.serve(st, handle)
 		if !s.idle() {
 			return
 		}
@@ -115,8 +115,10 @@ func (s *Session) connError(err error, partial int) error {
 	return fmt.Errorf("mux: reading from the connection: %w", err)
 }
 
-// protocolError tells the peer why the session ends, briefly waiting for
-// the GoAway to leave, and returns the session's error.
+// protocolError tells the peer why the session ends, waiting at most a
+// second for the GoAway to leave, and returns the session's error. Even
+// after an earlier GoAway this one is sent, with no higher Last-Stream-ID,
+// since it says why the session ends.
 func (s *Session) protocolError(cause error) error {
 	err := fmt.Errorf("%w: %w", ErrProtocol, cause)
 	debug := []byte(cause.Error())
@@ -124,15 +126,15 @@ func (s *Session) protocolError(cause error) error {
 		debug = debug[:limit]
 	}
 	s.mu.Lock()
-	g := &GoAwayError{Code: GoAwayProtocolError, Debug: debug, LastStreamID: s.lastPeerID}
+	g := s.newGoAwayLocked(GoAwayProtocolError, debug)
 	if s.goAwaySent == nil {
 		s.goAwaySent = g
 	}
 	s.mu.Unlock()
-	// Even after an earlier GoAway, this one says why the session ends.
-	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	if s.send(appendGoAway(nil, g), true) == nil {
-		s.waitFlushed()
+	if s.send(appendGoAway(nil, g)) == nil {
+		t := time.NewTimer(time.Second)
+		s.waitSent(t.C)
+		t.Stop()
 	}
 	return err
 }
@@ -186,7 +188,7 @@ func (s *Session) onData(h frameHeader) error {
 		if s.br.Buffered() == 0 {
 			s.serveNow = st // by this goroutine: see readLoop
 		} else {
-			go st.handle(st)
+			go s.serve(st, st.handle)
 			st.handle = nil
 		}
 	}
@@ -204,13 +206,12 @@ func (s *Session) openIncoming(id uint32, t StreamType) (*Stream, error) {
 		return nil, s.protocolError(fmt.Errorf("%w: stream %d opened out of order (last peer stream %d)", errFrame, id, last))
 	}
 	s.lastPeerID = id
-	if s.goAwaySent != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
+	if s.goAwaySent != nil || s.closing || s.refuseLocked() {
 		s.mu.Unlock()
-		s.sendControl(frameHeader{length: 4, typ: frameReset, streamID: id}, false, ResetRefused)
+		s.sendControl(frameHeader{length: 4, typ: frameReset, streamID: id}, ResetRefused)
 		return nil, nil
 	}
 	st := newStream(s, id, t)
-	s.numIn++
 	s.streams[id] = st
 	st.handle = s.admitLocked(st)
 	s.mu.Unlock()
@@ -238,18 +239,16 @@ func (s *Session) onStreamControl(h frameHeader) error {
 		return err
 	}
 	v := binary.BigEndian.Uint32(p)
-	if h.typ == frameWindowUpdate && (v == 0 || v > maxWindow) {
-		return s.protocolError(fmt.Errorf("%w: window increment %d on stream %d", errFrame, v, h.streamID))
-	}
 	st, err := s.lookup(h)
-	if err != nil || st == nil {
+	if err != nil || st == nil { // never opened, or forgotten: late frames are ignored
 		return err
 	}
 	if h.typ == frameReset {
-		if st.failBy(&ResetError{Code: v, Remote: true}) {
-			s.forget(st)
-		}
+		st.failBy(&ResetError{Code: v, Remote: true})
 		return nil
+	}
+	if v == 0 || v > maxWindow {
+		return s.protocolError(fmt.Errorf("%w: window increment %d on stream %d", errFrame, v, h.streamID))
 	}
 	if !st.addCredit(int(v)) {
 		st.resetLocally(ResetFlowControl)
@@ -264,7 +263,7 @@ func (s *Session) onPing(h frameHeader) error {
 	}
 	seq := binary.BigEndian.Uint64(p)
 	if h.flags&flagAck == 0 {
-		s.sendPing(seq, true, false)
+		s.sendPing(seq, true)
 		return nil
 	}
 	s.mu.Lock()
@@ -277,7 +276,11 @@ func (s *Session) onPing(h frameHeader) error {
 }
 
 // onGoAway records the peer's GoAway and fails, as never processed, the
-// streams this side opened that the peer did not take.
+// streams this side opened that the peer did not take. The lowest
+// Last-Stream-ID applies; the latest code and debug data say why the
+// session ends. Only streams that a lower Last-Stream-ID newly excludes
+// are looked at, so a flood of GOAWAYs costs no walk of the stream table
+// each.
 func (s *Session) onGoAway(h frameHeader) error {
 	p, err := s.payload(int(h.length))
 	if err != nil {
@@ -289,25 +292,46 @@ func (s *Session) onGoAway(h frameHeader) error {
 		Debug:        append([]byte(nil), p[8:]...),
 		Remote:       true,
 	}
-	var excluded []*Stream
 	s.mu.Lock()
-	if s.goAwayRecv == nil || g.LastStreamID < s.goAwayRecv.LastStreamID {
-		s.goAwayRecv = g
+	excludedAbove := s.nextID // this side's ids below it have all been given out
+	if prev := s.goAwayRecv; prev != nil {
+		excludedAbove = min(excludedAbove, prev.LastStreamID)
+		g.LastStreamID = min(g.LastStreamID, prev.LastStreamID)
 	}
-	for id, st := range s.streams {
-		if !s.isPeerID(id) && id > g.LastStreamID {
-			excluded = append(excluded, st)
-		}
-	}
-	if s.slotFreed != nil {
-		close(s.slotFreed)
-		s.slotFreed = nil
-	}
+	s.goAwayRecv = g
+	excluded := s.ownStreamsBetweenLocked(g.LastStreamID, excludedAbove)
+	s.wakeSlotWaitersLocked()
 	s.mu.Unlock()
 	for _, st := range excluded {
-		if st.failBy(refusedBy(g)) {
-			s.forget(st)
-		}
+		st.failBy(refusedBy(g))
 	}
 	return nil
+}
+
+// ownStreamsBetweenLocked returns this side's streams with ids in
+// (low, high], looking up the ids one by one or walking the table,
+// whichever is shorter.
+func (s *Session) ownStreamsBetweenLocked(low, high uint32) []*Stream {
+	if high <= low {
+		return nil
+	}
+	var found []*Stream
+	if (high-low)/2 < uint32(len(s.streams)) {
+		first := low + 1
+		if s.isPeerID(first) {
+			first++
+		}
+		for id := first; id <= high && id >= first; id += 2 {
+			if st := s.streams[id]; st != nil {
+				found = append(found, st)
+			}
+		}
+		return found
+	}
+	for id, st := range s.streams {
+		if !s.isPeerID(id) && id > low && id <= high {
+			found = append(found, st)
+		}
+	}
+	return found
 }

@@ -47,28 +47,32 @@ type Session struct {
 	br     *bufio.Reader // the reader goroutine's, after the handshake
 	smux   *smux.Session // set on the Smux transport, which uses nothing below
 
-	// Send path: frames are appended to wbuf and one flusher at a time
-	// writes it out, inline in the sender's goroutine or in writeLoop.
-	wmu       sync.Mutex
-	wroom     sync.Cond // signalled when a flush drained wbuf
-	wbuf      []byte
-	wspare    []byte
-	flushing  bool
-	wwaiters  int
-	wfailed   bool          // the connection failed while writing
-	kick      chan struct{} // wakes writeLoop
-	flushedAt atomic.Int64  // unix nanos when the running write began; 0 when idle
+	// Send path (writer.go): frames are appended to wbuf and one flusher
+	// at a time writes it out.
+	wmu         sync.Mutex
+	wbuf        []byte
+	wspare      []byte
+	rest        []byte    // the unwritten end of a batch handed to writeLoop
+	flusher     flusher   // who writes wbuf now
+	roomWaiters []*Stream // writers waiting for room in wbuf, in order
+	sent        chan struct{} // closed when everything queued is written, if waitSent waits
+	writeErr    error         // the connection failed while writing
+	sock        socket
+	kick        chan struct{} // wakes writeLoop
+	progressAt  atomic.Int64  // unix nanos of the running write's last progress; 0 when none runs
 
 	// Stream table and session state.
 	mu          sync.Mutex
 	streams     map[uint32]*Stream
 	nextID      uint32
 	lastPeerID  uint32
-	numIn       int
-	numOut      int
-	slotFreed   chan struct{}                // closed when an outgoing slot frees, if anyone waits
-	drained     chan struct{}                // closed when the last stream ends, if Close waits
-	pending     []*Stream                    // incoming streams not yet accepted
+	numOut      int           // this side's streams, from OpenType until forgotten
+	numIn       int           // the peer's streams not yet forgotten: its view of the count, see MaxIncomingStreams
+	numHeld     int           // the peer's streams the application has: accepted, or their handler runs
+	numLive     int           // the peer's streams not yet forgotten, or still queued or held
+	slotWaiters []*slotWaiter // OpenType calls waiting for a slot, in order
+	drained     chan struct{} // closed when the last stream ends, if Close waits
+	pending     []*Stream     // incoming streams not yet accepted or handled, in order of arrival
 	acceptors   map[StreamType]chan struct{} // per accepted type: a token while pending may hold one
 	handlers    map[StreamType]func(*Stream) // per handled type, see HandleType
 	serveNow    *Stream                      // the reader's: a new stream for readLoop to serve itself
@@ -84,6 +88,13 @@ type Session struct {
 	err         error // why the session ended; set once before done closes
 	wg          sync.WaitGroup
 	closeCalled atomic.Bool
+}
+
+// slotWaiter is an OpenType call waiting for a free slot among the peer's
+// MaxIncomingStreams. Slots go to waiters in order of arrival.
+type slotWaiter struct {
+	ready   chan struct{} // closed when granted, or when no slot will come
+	granted bool
 }
 
 // Client starts the client side of a session on conn: it exchanges prefaces
@@ -109,6 +120,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		conn:      conn,
 		cfg:       c,
 		client:    client,
+		sock:      newSocket(conn),
 		kick:      make(chan struct{}, 1),
 		relay:     make(chan struct{}),
 		streams:   make(map[uint32]*Stream),
@@ -120,7 +132,6 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 	if client {
 		s.nextID = 1
 	}
-	s.wroom.L = &s.wmu
 	if c.Transport == Smux {
 		s, err := newSmuxSession(ctx, conn, c, client, s)
 		if err != nil {
@@ -149,41 +160,79 @@ func (s *Session) Open(ctx context.Context) (*Stream, error) {
 
 // OpenType opens a stream of type t. It costs no round trip: the peer learns
 // of the stream with its first frame. When the peer's stream limit is
-// reached, OpenType waits for a free slot until ctx is done, and then fails
-// with an error for which IsRetrySafe holds.
+// reached, OpenType waits for a free slot, in order with other waiting
+// openers, until ctx is done, and then fails with an error for which
+// IsRetrySafe holds.
 func (s *Session) OpenType(ctx context.Context, t StreamType) (*Stream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, refusedBy(err)
 	}
 	s.mu.Lock()
-	for {
-		if err := s.openErrLocked(); err != nil {
-			s.mu.Unlock()
-			return nil, err
-		}
-		if s.numOut < int(s.peer.maxIncomingStreams) {
-			break
-		}
-		if s.slotFreed == nil {
-			s.slotFreed = make(chan struct{})
-		}
-		wait := s.slotFreed
+	if err := s.openErrLocked(); err != nil {
 		s.mu.Unlock()
-		select {
-		case <-wait:
-		case <-s.done:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: the peer's limit of %d concurrent streams is reached: %w",
-				ErrRefused, s.peer.maxIncomingStreams, ctx.Err())
-		}
-		s.mu.Lock()
+		return nil, err
 	}
-	s.numOut++
+	if s.numOut < int(s.peer.maxIncomingStreams) && len(s.slotWaiters) == 0 {
+		s.numOut++
+		s.mu.Unlock()
+		return s.newOutgoing(t)
+	}
+	w := &slotWaiter{ready: make(chan struct{})}
+	s.slotWaiters = append(s.slotWaiters, w)
 	s.mu.Unlock()
+	var ctxErr error
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+	}
+	s.mu.Lock()
+	if w.granted && ctxErr == nil {
+		s.mu.Unlock()
+		return s.newOutgoing(t)
+	}
+	if w.granted { // granted as ctx ended: pass the slot on
+		s.numOut--
+		s.grantSlotsLocked()
+	} else if i := slices.Index(s.slotWaiters, w); i >= 0 {
+		s.slotWaiters = slices.Delete(s.slotWaiters, i, i+1)
+	}
+	err := s.openErrLocked()
+	s.mu.Unlock()
+	if err == nil {
+		err = fmt.Errorf("%w: the peer's limit of %d concurrent streams is reached: %w",
+			ErrRefused, s.peer.maxIncomingStreams, ctxErr)
+	}
+	return nil, err
+}
+
+// newOutgoing returns a new stream of type t, for which OpenType has taken
+// a slot.
+func (s *Session) newOutgoing(t StreamType) (*Stream, error) {
 	if s.smux != nil {
 		return s.smuxOpen(t)
 	}
 	return newStream(s, 0, t), nil
+}
+
+// grantSlotsLocked gives free slots to waiting openers, in order.
+func (s *Session) grantSlotsLocked() {
+	for len(s.slotWaiters) > 0 && s.numOut < int(s.peer.maxIncomingStreams) {
+		w := s.slotWaiters[0]
+		s.slotWaiters = slices.Delete(s.slotWaiters, 0, 1)
+		w.granted = true
+		s.numOut++
+		close(w.ready)
+	}
+}
+
+// wakeSlotWaitersLocked wakes every waiting opener without a slot: the
+// session will open no more streams.
+func (s *Session) wakeSlotWaitersLocked() {
+	for _, w := range s.slotWaiters {
+		close(w.ready)
+	}
+	s.slotWaiters = nil
 }
 
 // openErrLocked says why no stream may be opened now, or nil.
@@ -228,7 +277,7 @@ func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 		s.mu.Unlock()
 	}()
 	start := time.Now()
-	s.sendPing(seq, false, true)
+	s.sendPing(seq, false)
 	select {
 	case <-answered:
 		return time.Since(start), nil
@@ -259,10 +308,21 @@ func (s *Session) GoAway(code uint32, debug []byte) error {
 		s.mu.Unlock()
 		return nil
 	}
-	g := &GoAwayError{Code: code, Debug: append([]byte(nil), debug...), LastStreamID: s.lastPeerID}
+	g := s.newGoAwayLocked(code, debug)
 	s.goAwaySent = g
 	s.mu.Unlock()
-	return s.send(appendGoAway(nil, g), true)
+	return s.send(appendGoAway(nil, g))
+}
+
+// newGoAwayLocked returns a GoAway of this side's. Its Last-Stream-ID is
+// the highest id of the peer's it has seen, and never more than that of a
+// GoAway it sent before (PROTOCOL.md §7).
+func (s *Session) newGoAwayLocked(code uint32, debug []byte) *GoAwayError {
+	last := s.lastPeerID
+	if s.goAwaySent != nil {
+		last = min(last, s.goAwaySent.LastStreamID)
+	}
+	return &GoAwayError{Code: code, Debug: append([]byte(nil), debug...), LastStreamID: last}
 }
 
 // goAwayDebugLimit is the most debug data a GOAWAY may carry: the frame
@@ -272,43 +332,58 @@ func (s *Session) goAwayDebugLimit() int {
 }
 
 // Close ends the session gracefully: it sends a GoAway, waits up to
-// Config.CloseTimeout for open streams to finish, then closes the
-// connection. Streams still open then fail. Close waits for the session's
-// goroutines to exit.
+// Config.CloseTimeout for open streams to finish and for what is queued to
+// be written, then closes the connection. Streams still open then fail.
+// Close never waits longer than CloseTimeout for the peer, and waits for
+// the session's goroutines to exit.
 func (s *Session) Close() error {
+	s.closeWith(ErrSessionClosed, nil)
+	return nil
+}
+
+// closeWith is Close, ending the session with final and sending debug
+// in the GoAway.
+func (s *Session) closeWith(final error, debug []byte) {
 	if s.closeCalled.Swap(true) {
 		<-s.done
 		s.wg.Wait()
-		return nil
+		return
 	}
+	timeout := time.NewTimer(s.cfg.CloseTimeout)
+	defer timeout.Stop()
 	s.mu.Lock()
 	s.closing = true
-	if s.slotFreed != nil {
-		close(s.slotFreed)
-		s.slotFreed = nil
-	}
+	s.wakeSlotWaitersLocked()
 	var drained chan struct{}
 	if s.numIn+s.numOut > 0 && s.err == nil {
 		drained = make(chan struct{})
 		s.drained = drained
 	}
 	s.mu.Unlock()
-	s.GoAway(GoAwayNormal, nil)
+	if s.smux == nil {
+		s.GoAway(GoAwayNormal, debug)
+	}
+	timedOut := false
 	if drained != nil {
-		t := time.NewTimer(s.cfg.CloseTimeout)
 		select {
 		case <-drained:
 		case <-s.done:
-		case <-t.C:
+		case <-timeout.C:
+			timedOut = true
 		}
-		t.Stop()
 	}
-	s.wmu.Lock()
-	s.flushLocked(true) // the last frames, the GoAway among them
-	s.wmu.Unlock()
-	s.fail(ErrSessionClosed)
+	if !timedOut && s.smux == nil {
+		s.waitSent(timeout.C) // the last frames, the GoAway among them
+	}
+	s.fail(final)
 	s.wg.Wait()
-	return nil
+}
+
+// stopWithIDsExhausted ends the session gracefully once this side has given
+// out its last stream id: streams open now complete, and the session's
+// error then says why it ended, so that a client reconnects.
+func (s *Session) stopWithIDsExhausted() {
+	s.closeWith(ErrStreamIDsExhausted, []byte("stream ids exhausted"))
 }
 
 // Kill ends the session at once: the connection is closed and every stream
@@ -337,11 +412,13 @@ func (s *Session) Err() error {
 	}
 }
 
-// NumStreams returns the number of open streams, in both directions.
+// NumStreams returns the number of open streams, in both directions. A
+// stream the peer opened counts until it is finished on the wire and the
+// application has let it go (see Config.MaxIncomingStreams).
 func (s *Session) NumStreams() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.numIn + s.numOut
+	return s.numLive + s.numOut
 }
 
 // LocalAddr returns the connection's local address.
@@ -357,23 +434,21 @@ func (s *Session) Conn() net.Conn { return s.conn }
 // IsClient reports whether this is the client side of the session.
 func (s *Session) IsClient() bool { return s.client }
 
-// fail ends the session with err, unless it has ended already. It never
-// takes wmu, so the send path may call it.
+// fail ends the session with err, unless it has ended already. It is
+// never called with a lock held: the streams' OnAbort functions run in it.
 func (s *Session) fail(err error) {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
 		return
 	}
-	if s.goAwayRecv != nil && !errors.Is(err, ErrSessionClosed) && !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrKeepAliveTimeout) {
+	if s.goAwayRecv != nil && !errors.Is(err, ErrSessionClosed) && !errors.Is(err, ErrProtocol) &&
+		!errors.Is(err, ErrKeepAliveTimeout) && !errors.Is(err, ErrStreamIDsExhausted) {
 		err = s.goAwayRecv // the peer said why it left
 	}
 	s.err = err
 	close(s.done)
-	if s.slotFreed != nil {
-		close(s.slotFreed)
-		s.slotFreed = nil
-	}
+	s.wakeSlotWaitersLocked()
 	streams := make([]*Stream, 0, len(s.streams))
 	for _, st := range s.streams {
 		streams = append(streams, st)
@@ -386,16 +461,19 @@ func (s *Session) fail(err error) {
 	for _, st := range streams {
 		st.sessionEnded(err)
 	}
-	s.wroom.Broadcast()
 }
 
-// forget removes a finished stream from the table and frees its slot. An
-// incoming stream not yet accepted whose peer ended it cleanly still holds
-// what the peer sent, so it stays queued for an accept, and counted toward
-// MaxIncomingStreams, until the accept takes it.
+// forget removes a finished stream from the table and frees its slot: an
+// outgoing stream's goes to the next waiting opener, an incoming stream's
+// no longer counts toward MaxIncomingStreams. An incoming stream still
+// queued for the application stays queued if the peer ended it in order,
+// since what it sent is still to be delivered; one the peer aborted first
+// is dropped. The stream is forgotten only once its last frame is queued,
+// so that the peer, which may forget it on that frame, never finds this
+// side counting it when this side's next stream opens.
 func (s *Session) forget(st *Stream) {
 	st.mu.Lock()
-	deliverable := st.recvEnd
+	deliverable := st.recv == halfEnded
 	st.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -404,22 +482,23 @@ func (s *Session) forget(st *Stream) {
 	}
 	if st.outgoing() {
 		s.numOut--
-		if s.slotFreed != nil {
-			close(s.slotFreed)
-			s.slotFreed = nil
+		s.grantSlotsLocked()
+		s.checkDrainedLocked()
+		return
+	}
+	if !st.inTable {
+		return
+	}
+	st.inTable = false
+	s.numIn--
+	if st.app == appQueued && !deliverable {
+		if i := slices.Index(s.pending, st); i >= 0 {
+			s.pending = slices.Delete(s.pending, i, i+1)
 		}
-	} else {
-		if !st.accepted {
-			i := slices.Index(s.pending, st)
-			if deliverable && i >= 0 {
-				st.endedPending = true
-				return
-			}
-			if i >= 0 {
-				s.pending = slices.Delete(s.pending, i, i+1)
-			}
-		}
-		s.numIn--
+		st.app = appReleased
+	}
+	if st.app == appReleased {
+		s.numLive--
 	}
 	s.checkDrainedLocked()
 }

@@ -109,10 +109,7 @@ func (s *Session) smuxTakeSettings(sms *smux.Stream) {
 	}
 	s.mu.Lock()
 	s.peer.maxIncomingStreams = uint32(min(limit, maxStreamID))
-	if s.slotFreed != nil {
-		close(s.slotFreed)
-		s.slotFreed = nil
-	}
+	s.grantSlotsLocked()
 	s.mu.Unlock()
 }
 
@@ -171,7 +168,7 @@ func (s *Session) smuxAdmit(sms *smux.Stream) {
 		return
 	}
 	s.mu.Lock()
-	if s.err != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
+	if s.err != nil || s.closing || s.refuseLocked() {
 		s.mu.Unlock()
 		sms.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		sms.Write([]byte{smuxRefused})
@@ -180,11 +177,10 @@ func (s *Session) smuxAdmit(sms *smux.Stream) {
 	}
 	st := &Stream{sess: s, typ: StreamType(t), in: true, sm: sms}
 	st.opened.Store(true)
-	s.numIn++
 	handle := s.admitLocked(st)
 	s.mu.Unlock()
 	if handle != nil {
-		handle(st) // already on a goroutine of its own
+		s.serve(st, handle) // already on a goroutine of its own
 	}
 }
 
@@ -277,6 +273,7 @@ func (st *Stream) smuxClose() error {
 	}
 	err := st.sm.Close()
 	st.sess.forget(st)
+	st.sess.release(st)
 	return err
 }
 

@@ -1,9 +1,7 @@
 package mux
 
 import (
-	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -23,7 +21,7 @@ type Stream struct {
 	id   atomic.Uint32 // 0 until an outgoing stream sends its first frame
 	sm   *smux.Stream  // set on the Smux transport, which uses nothing below
 
-	writeMu sync.Mutex  // one writer at a time, so frames keep their order
+	writeMu sync.Mutex  // one Write, WriteLast or CloseWrite at a time, so that each call's frames are contiguous
 	opened  atomic.Bool // the peer has been told of the stream
 
 	// The Smux transport's admission status byte: sent before an accepted
@@ -32,33 +30,49 @@ type Stream struct {
 	smuxStatusMu   sync.Mutex
 	smuxStatusErr  error
 
-	mu         sync.Mutex
-	rbuf       []byte  // received bytes are rbuf[roff:]
-	rbox       *[]byte // rbuf's pool box, if it came from the pool
-	waiters    int     // goroutines waiting on readWake or writeWake
-	roff       int
-	delivering bool // the reader goroutine is filling rbuf past len
-	recvEnd    bool // the peer ended its direction
-	recvWindow int  // bytes the peer may still send
-	unacked    int  // bytes read but not yet credited back to the peer
-	rerr       error
-	readWake   chan struct{}
-	sendWindow int // bytes this side may still send
-	sentEnd    bool
-	werr       error
-	writeWake  chan struct{}
-	closed     bool          // Close was called
-	gone       bool          // the session has forgotten the stream
-	accepted   bool          // incoming: taken by an accept
-	onAbort    func()        // see OnAbort
-	handle     func(*Stream) // set by openIncoming for the reader goroutine to start
-	aborted    bool          // ended by the peer or the session, not by this side
-	rdl, wdl   deadline
+	// What the send buffer holds of the stream's end; guarded by the
+	// session's wmu. Once queuedEnd is set no DATA frame of the stream is
+	// queued any more.
+	queuedEnd   bool // END is queued, or the stream ended before its first frame
+	queuedReset bool // RESET is queued
 
-	// endedPending marks an incoming stream that finished before an accept
-	// took it; guarded by the session's mu.
-	endedPending bool
+	// The session's bookkeeping of an incoming stream; guarded by the
+	// session's mu (see session.go, forget and release).
+	inTable bool     // counted toward MaxIncomingStreams: not yet forgotten
+	app     appState // whether the application has the stream
+	handled bool     // served by a HandleType handler, whose return lets it go
+
+	mu          sync.Mutex
+	send, recv  half  // the directions' states, moved by endLocked
+	sendErr     error // why Write fails, once send has left halfOpen
+	recvErr     error // why Read fails, once recv is halfFailed
+	closed      bool  // Close or Reset was called
+	aborted     bool  // OnAbort's condition was met
+	onAbort     func()
+	rbuf        []byte  // received bytes are rbuf[roff:]
+	rbox        *[]byte // rbuf's pool box, if it came from the pool
+	roff        int
+	delivering  bool // the reader goroutine is filling rbuf past len
+	recvWindow  int  // bytes the peer may still send
+	unacked     int  // bytes read but not yet credited back to the peer
+	sendWindow  int  // bytes this side may still send
+	readers     int  // goroutines waiting on readWake
+	writers     int  // goroutines waiting on writeWake
+	readWake    chan struct{}
+	writeWake   chan struct{}
+	roomGranted bool          // a flusher made room in the send buffer for this stream's writer
+	handle      func(*Stream) // for the reader goroutine to start, see readLoop
+	rdl, wdl    deadline
 }
+
+// appState is where an incoming stream stands with the application.
+type appState uint8
+
+const (
+	appQueued   appState = iota // waiting for an accept or a free handler slot
+	appHeld                     // accepted, or its handler runs
+	appReleased                 // closed or reset by the application, its handler returned, or never delivered
+)
 
 func newStream(s *Session, id uint32, t StreamType) *Stream {
 	st := &Stream{
@@ -94,7 +108,8 @@ func (st *Stream) outgoing() bool { return !st.in }
 
 // Read reads what the peer sent. It returns io.EOF after the peer's
 // CloseWrite or Close once everything before it has been read, and an
-// error carrying the code after a Reset.
+// error carrying the code after a Reset. Concurrent Reads are allowed:
+// each gets a share of the bytes, and all of them see the end.
 func (st *Stream) Read(p []byte) (int, error) {
 	if st.sm != nil {
 		return st.smuxRead(p)
@@ -107,38 +122,32 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 	st.mu.Lock()
 	for {
-		if st.roff < len(st.rbuf) {
+		if st.roff < len(st.rbuf) && !st.closed {
 			n := copy(p, st.rbuf[st.roff:])
 			st.roff += n
 			credit := st.creditLocked(n)
-			if st.roff < len(st.rbuf) {
+			if st.roff < len(st.rbuf) && st.readers > 0 {
 				signal(st.readWake) // another reader may take the rest
 			}
 			st.mu.Unlock()
 			if credit > 0 {
-				st.sess.sendControl(frameHeader{length: 4, typ: frameWindowUpdate, streamID: st.id.Load()}, true, uint32(credit))
+				st.sess.sendControl(frameHeader{length: 4, typ: frameWindowUpdate, streamID: st.id.Load()}, uint32(credit))
 			}
 			return n, nil
 		}
-		if st.recvEnd {
-			st.mu.Unlock()
-			return 0, io.EOF
-		}
-		if st.rerr != nil {
-			err := st.rerr
+		if err := st.readErrLocked(); err != nil {
+			if st.readers > 0 {
+				signal(st.readWake) // the end holds for every reader: pass it on
+			}
 			st.mu.Unlock()
 			return 0, err
 		}
-		if st.rdl.expired {
-			st.mu.Unlock()
-			return 0, os.ErrDeadlineExceeded
-		}
 		wake := st.waitChan(&st.readWake)
-		st.waiters++
+		st.readers++
 		st.mu.Unlock()
 		<-wake
 		st.mu.Lock()
-		st.waiters--
+		st.readers--
 	}
 }
 
@@ -150,7 +159,8 @@ func (st *Stream) waitChan(c *chan struct{}) chan struct{} {
 	return *c
 }
 
-// wakeLocked wakes every waiter of the stream; each wakes the next.
+// wakeLocked wakes a waiting reader and the waiting writer; a woken reader
+// wakes the next (see Read).
 func (st *Stream) wakeLocked() {
 	if st.readWake != nil {
 		signal(st.readWake)
@@ -172,7 +182,9 @@ func (st *Stream) announce() {
 }
 
 // Write writes p to the stream, waiting for the peer's flow-control credit
-// when its window is full.
+// when its window is full, and for room in the session's send buffer when
+// the connection is congested. A deadline, Close, Reset and the end of the
+// stream or session end the wait.
 func (st *Stream) Write(p []byte) (int, error) {
 	if st.sm != nil {
 		return st.smuxWrite(p)
@@ -195,7 +207,7 @@ func (st *Stream) CloseWrite() error {
 	st.writeMu.Lock()
 	defer st.writeMu.Unlock()
 	st.mu.Lock()
-	done := st.sentEnd
+	done := st.send == halfEnded && !st.closed
 	st.mu.Unlock()
 	if done {
 		return nil
@@ -216,12 +228,55 @@ func (st *Stream) WriteLast(p []byte) (int, error) {
 	return st.writeLocked(p, true)
 }
 
-// OnAbort arranges for f to be called once if the stream ends abnormally:
-// reset by the peer, refused, or cut off by the end of the session, before
-// both directions finished. f runs on the session's reader goroutine and
-// must not block; cancelling a context is its intended use. If the stream
-// has been aborted already, f runs before OnAbort returns. A later call
-// replaces f. On the Smux transport it returns ErrUnsupported.
+// writeLocked sends p in frames as the window allows, ending the direction
+// when end is set; an empty p sends one empty frame. The caller holds
+// writeMu.
+func (st *Stream) writeLocked(p []byte, end bool) (int, error) {
+	written := 0
+	maxFrame := int(st.sess.peer.maxFrameSize) - 5 // room for the stream type
+	for {
+		st.mu.Lock()
+		if err := st.writeErrLocked(); err != nil {
+			st.mu.Unlock()
+			return written, err
+		}
+		n := len(p)
+		if n > 0 {
+			if st.sendWindow == 0 {
+				wake := st.waitChan(&st.writeWake)
+				st.writers++
+				st.mu.Unlock()
+				<-wake
+				st.mu.Lock()
+				st.writers--
+				st.mu.Unlock()
+				continue
+			}
+			n = min(n, st.sendWindow, maxFrame)
+			st.sendWindow -= n
+		}
+		st.mu.Unlock()
+		last := end && n == len(p)
+		if err := st.sess.queueData(st, p[:n], last); err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+		if len(p) == 0 && (last || !end) {
+			return written, nil
+		}
+	}
+}
+
+// OnAbort arranges for f to be called once if the stream ends abnormally
+// for a reason other than this side's Close or Reset: reset by the peer,
+// refused, excluded by the peer's GoAway, or cut off by the end of the
+// session, before both directions finished. f runs with no lock of the
+// session held, on whichever goroutine noticed the abort (the session's
+// reader, a writer, keepalive, Close or Kill), and must not block;
+// cancelling a context is its intended use. If the stream has been
+// aborted already, f runs before OnAbort returns. A later call replaces f.
+// On the Smux transport it returns ErrUnsupported.
 func (st *Stream) OnAbort(f func()) error {
 	if st.sm != nil {
 		return ErrUnsupported
@@ -238,95 +293,11 @@ func (st *Stream) OnAbort(f func()) error {
 	return nil
 }
 
-// abortLocked marks the stream aborted and returns the OnAbort function to
-// run once the lock is released, if any.
-func (st *Stream) abortLocked() func() {
-	if st.closed || st.aborted {
-		return nil
-	}
-	st.aborted = true
-	f := st.onAbort
-	st.onAbort = nil
-	return f
-}
-
-// writeLocked sends p in frames as the window allows, ending the direction
-// when end is set; an empty p sends one empty frame. The caller holds
-// writeMu.
-func (st *Stream) writeLocked(p []byte, end bool) (int, error) {
-	written := 0
-	maxFrame := int(st.sess.peer.maxFrameSize) - 5 // room for the stream type
-	for {
-		st.mu.Lock()
-		if st.werr != nil {
-			err := st.werr
-			st.mu.Unlock()
-			return written, err
-		}
-		if st.wdl.expired {
-			st.mu.Unlock()
-			return written, os.ErrDeadlineExceeded
-		}
-		n := len(p)
-		if n > 0 {
-			if st.sendWindow == 0 {
-				wake := st.waitChan(&st.writeWake)
-				st.waiters++
-				st.mu.Unlock()
-				<-wake
-				st.mu.Lock()
-				st.waiters--
-				st.mu.Unlock()
-				continue
-			}
-			n = min(n, st.sendWindow, maxFrame)
-			st.sendWindow -= n
-		}
-		last := end && n == len(p)
-		if last {
-			st.sentEnd = true
-			st.werr = ErrWriteClosed
-		}
-		finished := last && st.finishedLocked()
-		st.mu.Unlock()
-
-		var queued func()
-		if finished {
-			queued = func() { st.sess.forget(st) }
-		}
-		err := st.sess.sendDataThen(st, p[:n], last, queued)
-		if err != nil {
-			st.abort(err)
-			return written, err
-		}
-		st.opened.Store(true)
-		written += n
-		p = p[n:]
-		if len(p) == 0 && (last || !end) {
-			st.mu.Lock() // sendWindow and writeWake change under the reader goroutine
-			if st.sendWindow > 0 && st.writeWake != nil {
-				signal(st.writeWake)
-			}
-			st.mu.Unlock()
-			return written, nil
-		}
-	}
-}
-
-// finishedLocked reports, once, that both directions are over, so the
-// session can forget the stream.
-func (st *Stream) finishedLocked() bool {
-	if st.gone || !(st.recvEnd || st.rerr != nil) || !(st.sentEnd || st.werr != nil) {
-		return false
-	}
-	st.gone = true
-	return true
-}
-
 // Close closes both directions, as closing a TCP connection does: what was
 // written is delivered, then the peer reads io.EOF; if the peer has not
-// finished sending, its further writes fail. Close never blocks on the
-// peer.
+// finished sending, the stream is then reset with ResetCancel, so that its
+// further writes fail. Unread input is discarded, and blocked Reads and
+// Writes return ErrStreamClosed. Close never blocks on the peer.
 func (st *Stream) Close() error {
 	if st.sm != nil {
 		return st.smuxClose()
@@ -337,79 +308,41 @@ func (st *Stream) Close() error {
 		return nil
 	}
 	st.closed = true
-	sendEnd := !st.sentEnd && st.werr == nil
-	sendReset := !st.recvEnd && st.rerr == nil && !st.gone
-	if st.werr == nil || st.werr == ErrWriteClosed {
-		st.werr = ErrStreamClosed
-	}
-	if st.rerr == nil {
-		st.rerr = ErrStreamClosed
-	}
-	st.recvEnd = false // Read reports the close, not EOF
-	st.dropInputLocked()
-	st.stopDeadlinesLocked()
-	st.wakeLocked()
+	sendEnd := st.send == halfOpen
+	sendReset := st.recv == halfOpen
+	a := st.endLocked(change{send: halfEnded, sendErr: ErrStreamClosed, recv: halfFailed, recvErr: ErrStreamClosed, by: byApp, drop: true})
+	st.sendErr, st.recvErr = ErrStreamClosed, ErrStreamClosed // whatever ended them, as net.Conn's Close
 	st.releaseWakeLocked()
-	finished := st.finishedLocked()
 	st.mu.Unlock()
-
-	// The stream is forgotten as soon as its first closing frame is queued
-	// (see sendDataThen): the peer may finish the stream on the END alone.
-	// Without frames to send, it is forgotten at the end.
-	forget := func() {
-		if finished {
-			finished = false
-			st.sess.forget(st)
-		}
-	}
-	if sendEnd || sendReset {
-		st.writeMu.Lock() // after any Write in progress, which now stops
-		if st.opened.Load() {
-			if sendEnd {
-				st.sess.sendDataThen(st, nil, true, forget)
-			}
-			if sendReset {
-				st.sess.sendControlThen(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, true, forget, ResetCancel)
-			}
-		}
-		st.writeMu.Unlock()
-	}
-	forget()
+	st.sess.queueEnd(st, sendEnd, sendReset, ResetCancel, &a)
+	a.do()
+	st.sess.release(st)
 	return nil
 }
 
 // Reset aborts both directions with code: the peer's reads and writes fail
-// with a *ResetError carrying it, and so do this side's. On the Smux
-// transport the stream is closed and ErrUnsupported returned.
+// with a *ResetError carrying it, and so do this side's. Unread input is
+// discarded. On the Smux transport the stream is closed and ErrUnsupported
+// returned.
 func (st *Stream) Reset(code uint32) error {
 	if st.sm != nil {
-		st.sm.Close()
+		st.smuxClose()
 		return ErrUnsupported
 	}
 	st.mu.Lock()
-	if st.gone || st.closed {
+	if st.closed {
 		st.mu.Unlock()
 		return nil
 	}
+	st.closed = true
+	wasFinished := st.finishedLocked()
 	err := &ResetError{Code: code}
-	st.werr, st.rerr, st.recvEnd = err, err, false
-	st.dropInputLocked()
-	st.wakeLocked()
-	st.finishedLocked()
+	a := st.endLocked(change{send: halfFailed, sendErr: err, recv: halfFailed, recvErr: err, by: byApp, drop: true})
+	st.releaseWakeLocked()
 	st.mu.Unlock()
-	forgotten := false
-	forget := func() { // once the RESET is queued; see sendDataThen
-		forgotten = true
-		st.sess.forget(st)
-	}
-	st.writeMu.Lock() // after any Write in progress, which now stops
-	if st.opened.Load() {
-		st.sess.sendControlThen(frameHeader{length: 4, typ: frameReset, streamID: st.id.Load()}, true, forget, code)
-	}
-	st.writeMu.Unlock()
-	if !forgotten {
-		st.sess.forget(st)
-	}
+	st.sess.queueEnd(st, false, !wasFinished, code, &a)
+	a.do()
+	st.sess.release(st)
 	return nil
 }
 
@@ -418,23 +351,6 @@ func (st *Stream) dropInputLocked() {
 	st.roff = len(st.rbuf)
 	if !st.delivering {
 		st.releaseRecvBufLocked()
-	}
-}
-
-// abort fails the stream after the session could not send its frame.
-func (st *Stream) abort(err error) {
-	st.mu.Lock()
-	if st.werr == nil || st.werr == ErrWriteClosed {
-		st.werr = err
-	}
-	if st.rerr == nil && !st.recvEnd {
-		st.rerr = err
-	}
-	st.wakeLocked()
-	finished := st.finishedLocked()
-	st.mu.Unlock()
-	if finished {
-		st.sess.forget(st)
 	}
 }
 

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package mux
+
+import "net"
+
+// newRawSocket returns nil: raw writes are used on Unix systems only.
+func newRawSocket(net.Conn) socket { return nil }
