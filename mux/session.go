@@ -52,9 +52,9 @@ type Session struct {
 	wmu         sync.Mutex
 	wbuf        []byte
 	wspare      []byte
-	rest        []byte    // the unwritten end of a batch handed to writeLoop
-	flusher     flusher   // who writes wbuf now
-	roomWaiters []*Stream // writers waiting for room in wbuf, in order
+	rest        []byte        // the unwritten end of a batch handed to writeLoop
+	flusher     flusher       // who writes wbuf now
+	roomWaiters []*Stream     // writers waiting for room in wbuf, in order
 	sent        chan struct{} // closed when everything queued is written, if waitSent waits
 	writeErr    error         // the connection failed while writing
 	sock        socket
@@ -66,13 +66,13 @@ type Session struct {
 	streams     map[uint32]*Stream
 	nextID      uint32
 	lastPeerID  uint32
-	numOut      int           // this side's streams, from OpenType until forgotten
-	numIn       int           // the peer's streams not yet forgotten: its view of the count, see MaxIncomingStreams
-	numHeld     int           // the peer's streams the application has: accepted, or their handler runs
-	numLive     int           // the peer's streams not yet forgotten, or still queued or held
-	slotWaiters []*slotWaiter // OpenType calls waiting for a slot, in order
-	drained     chan struct{} // closed when the last stream ends, if Close waits
-	pending     []*Stream     // incoming streams not yet accepted or handled, in order of arrival
+	numOut      int                          // this side's streams, from OpenType until forgotten
+	numIn       int                          // the peer's streams not yet forgotten: its view of the count, see MaxIncomingStreams
+	numHeld     int                          // the peer's streams the application has: accepted, or their handler runs
+	numLive     int                          // the peer's streams not yet forgotten, or still queued or held
+	slotWaiters []*slotWaiter                // OpenType calls waiting for a slot, in order
+	drained     chan struct{}                // closed when the last stream ends, if Close waits
+	pending     []*Stream                    // incoming streams not yet accepted or handled, in order of arrival
 	acceptors   map[StreamType]chan struct{} // per accepted type: a token while pending may hold one
 	handlers    map[StreamType]func(*Stream) // per handled type, see HandleType
 	serveNow    *Stream                      // the reader's: a new stream for readLoop to serve itself
