@@ -93,10 +93,15 @@ func (s *Session) admitLocked(st *Stream) func(*Stream) {
 }
 
 // refuseLocked reports whether a new incoming stream must be refused: the
-// peer has MaxIncomingStreams streams open, or as many wait for the
-// application.
+// peer has MaxIncomingStreams streams open, or twice as many wait for the
+// application. The queue has room beyond the peer's limit for streams the
+// peer has finished (their request sent, then closed) while the
+// application still had its fill, so that a client that closes each
+// stream before the server is done with it is not refused; it is bounded,
+// so that a peer cannot pile up finished streams faster than the
+// application takes them.
 func (s *Session) refuseLocked() bool {
-	return s.numIn >= s.cfg.MaxIncomingStreams || len(s.pending) >= s.cfg.MaxIncomingStreams
+	return s.numIn >= s.cfg.MaxIncomingStreams || len(s.pending) >= 2*s.cfg.MaxIncomingStreams
 }
 
 // handledPendingLocked reports whether a stream of a handled type waits
