@@ -26,6 +26,7 @@ type proxy struct {
 	mu     sync.Mutex
 	cond   sync.Cond
 	paused [2]bool
+	rate   [2]int // bytes per second a direction forwards; 0: as fast as it can
 	closed bool
 	conns  []net.Conn
 	wg     sync.WaitGroup
@@ -65,6 +66,9 @@ func (p *proxy) acceptLoop() {
 			return
 		}
 		p.conns = append(p.conns, down, up)
+		if p.rate[toServer] > 0 { // hold back the sender, not the kernel
+			down.(*net.TCPConn).SetReadBuffer(8 << 10)
+		}
 		p.mu.Unlock()
 		p.wg.Add(2)
 		go p.pump(toServer, down, up)
@@ -80,7 +84,14 @@ func (p *proxy) pump(dir int, src, dst net.Conn) {
 	defer dst.Close()
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := src.Read(buf)
+		p.mu.Lock()
+		rate := p.rate[dir]
+		p.mu.Unlock()
+		chunk := buf
+		if rate > 0 {
+			chunk = buf[:4<<10]
+		}
+		n, err := src.Read(chunk)
 		if n > 0 {
 			p.mu.Lock()
 			for p.paused[dir] && !p.closed {
@@ -94,6 +105,9 @@ func (p *proxy) pump(dir int, src, dst net.Conn) {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return
 			}
+			if rate > 0 {
+				time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
+			}
 		}
 		if err != nil {
 			return
@@ -106,6 +120,14 @@ func (p *proxy) pause(dir int, on bool) {
 	p.mu.Lock()
 	p.paused[dir] = on
 	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// throttle limits direction dir to rate bytes per second, for
+// connections made from now on (their read buffer is made small).
+func (p *proxy) throttle(dir, rate int) {
+	p.mu.Lock()
+	p.rate[dir] = rate
 	p.mu.Unlock()
 }
 

@@ -287,3 +287,78 @@ func TestGoAwayDebugFitsPeerFrameSize(t *testing.T) {
 		t.Fatalf("the GoAway broke the client's session: %v", err)
 	}
 }
+
+// TestSecondGoAwayNeverRaisesLastStreamID sends a GoAway, lets the raw
+// peer open a stream past it (refused, which raises the highest id seen),
+// then breaks the protocol: the GoAway that says why the session ends
+// carries no higher Last-Stream-ID than the first.
+func TestSecondGoAwayNeverRaisesLastStreamID(t *testing.T) {
+	p, s := rawClientOf(t, nil)
+	p.send(openFrame(1, TypeDefault, []byte("seen"), false))
+	p.pingPong(1)
+	if err := s.GoAway(GoAwayNormal, nil); err != nil {
+		t.Fatal(err)
+	}
+	code, first, _ := p.goAway()
+	if code != GoAwayNormal || first != 1 {
+		t.Fatalf("first GoAway: code %d, last %d", code, first)
+	}
+	p.send(openFrame(3, TypeDefault, []byte("late"), true))
+	p.until("the refusal", func(h frameHeader, _ []byte) bool { return h.typ == frameReset && h.streamID == 3 })
+	p.send(frame(frameSettings, 0, 0, nil)) // SETTINGS after the handshake
+	code, second, _ := p.goAway()
+	if code != GoAwayProtocolError {
+		t.Fatalf("second GoAway: code %d, want PROTOCOL_ERROR", code)
+	}
+	if second > first {
+		t.Fatalf("second GoAway raised Last-Stream-ID from %d to %d", first, second)
+	}
+}
+
+// TestLaterGoAwayCodeIsKept receives a GoAway(NORMAL) and then a
+// GoAway(PROTOCOL_ERROR) with the same Last-Stream-ID before the peer
+// closes: the session's error is the later one, which says why it ended.
+func TestLaterGoAwayCodeIsKept(t *testing.T) {
+	p, s := rawClientOf(t, nil)
+	goAway := func(code uint32, debug string) []byte {
+		return frame(frameGoAway, 0, 0, append(append(word(0), word(code)...), debug...))
+	}
+	p.send(goAway(GoAwayNormal, ""), goAway(GoAwayProtocolError, "you broke it"))
+	p.pingPong(1)
+	p.conn.Close()
+	err := waitDone(t, s, 5*time.Second)
+	var g *GoAwayError
+	if !errors.As(err, &g) || g.Code != GoAwayProtocolError || string(g.Debug) != "you broke it" || !g.Remote {
+		t.Fatalf("session error: got %v, want the peer's PROTOCOL_ERROR GoAway", err)
+	}
+	if !errors.Is(err, ErrGoAway) {
+		t.Fatalf("errors.Is(%v, ErrGoAway) = false", err)
+	}
+}
+
+// TestGoAwayExcludesOnlyNewlyExcludedStreams checks the lookup a GoAway
+// makes: the streams of this side with ids in the newly excluded range,
+// whichever way it is searched, and nothing for a GoAway that lowers
+// nothing.
+func TestGoAwayExcludesOnlyNewlyExcludedStreams(t *testing.T) {
+	c, _ := pair(t, nil, nil)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range []uint32{1, 3, 5, 101, 1001} {
+		c.streams[id] = &Stream{}
+	}
+	c.streams[4] = &Stream{} // the peer's
+	for _, tc := range []struct {
+		low, high uint32
+		want      int
+	}{
+		{0, 1001, 5}, {3, 1001, 3}, {5, 101, 1}, {101, 101, 0}, {1001, 5, 0}, {0, 2, 1}, {1000, 1<<31 - 1, 1},
+	} {
+		if got := len(c.ownStreamsBetweenLocked(tc.low, tc.high)); got != tc.want {
+			t.Errorf("streams in (%d, %d]: %d, want %d", tc.low, tc.high, got, tc.want)
+		}
+	}
+	for id := range c.streams {
+		delete(c.streams, id)
+	}
+}
