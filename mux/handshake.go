@@ -57,7 +57,7 @@ func (s *Session) handshake(ctx context.Context) error {
 }
 
 func (s *Session) readHandshake() error {
-	s.br = bufio.NewReaderSize(s.conn, readBufferSize)
+	s.br = bufio.NewReaderSize(receiver{s}, readBufferSize)
 	b, err := s.br.Peek(prefaceLen)
 	if err != nil {
 		if len(b) > 0 && !bytesArePrefixOfPreface(b) {

@@ -2,17 +2,20 @@ package mux
 
 import "time"
 
-// keepAlive pings the peer when the session has been quiet for
-// KeepAliveInterval and ends the session when nothing has arrived, or a
-// write has made no progress, for KeepAliveTimeout. Progress is bytes
-// leaving, not whole writes completing, so a slow link that the peer reads
-// keeps its session however long one batch takes.
+// keepAlive pings the peer when nothing has been received for
+// KeepAliveInterval, and ends the session when, for KeepAliveTimeout,
+// nothing has been received and the peer has not drained a congested
+// connection, or a write has made no progress. It looks every quarter
+// interval, so a ping leaves at most that late. Progress is bytes leaving,
+// not whole writes completing, and bytes that leave a congested connection
+// prove that the peer reads: so a slow link keeps its session however long
+// one batch takes to cross, even while this side's ping waits behind it.
 func (s *Session) keepAlive() {
 	defer s.wg.Done()
 	interval, timeout := s.cfg.KeepAliveInterval, s.cfg.KeepAliveTimeout
-	tick := time.NewTicker(min(interval, timeout/4))
+	tick := time.NewTicker(interval / 4)
 	defer tick.Stop()
-	lastCount, heard, pinged := s.frameCount.Load(), time.Now(), time.Time{}
+	var pinged time.Time
 	for {
 		var now time.Time
 		select {
@@ -20,11 +23,10 @@ func (s *Session) keepAlive() {
 			return
 		case now = <-tick.C:
 		}
-		if c := s.frameCount.Load(); c != lastCount {
-			lastCount, heard = c, now
-		}
+		heard, drained := time.Unix(0, s.heardAt.Load()), time.Unix(0, s.drainedAt.Load())
 		progress := s.progressAt.Load() // a write runs, and last made progress then
-		if now.Sub(heard) >= timeout || progress != 0 && now.Sub(time.Unix(0, progress)) >= timeout {
+		quiet := now.Sub(heard) >= timeout && now.Sub(drained) >= timeout
+		if quiet || progress != 0 && now.Sub(time.Unix(0, progress)) >= timeout {
 			s.fail(ErrKeepAliveTimeout)
 			return
 		}
@@ -33,4 +35,16 @@ func (s *Session) keepAlive() {
 			s.sendPing(0, false)
 		}
 	}
+}
+
+// receiver is the connection as the session's reader sees it: every read
+// that brings bytes is a sign of life, for keepalive.
+type receiver struct{ s *Session }
+
+func (r receiver) Read(p []byte) (int, error) {
+	n, err := r.s.conn.Read(p)
+	if n > 0 {
+		r.s.heardAt.Store(now())
+	}
+	return n, err
 }

@@ -80,7 +80,6 @@ func (s *Session) readFrames() (*Stream, error) {
 			return nil, s.protocolError(err)
 		}
 		s.br.Discard(frameHeaderLen)
-		s.frameCount.Add(1)
 		switch h.typ {
 		case frameData:
 			err = s.onData(h)

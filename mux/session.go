@@ -60,6 +60,7 @@ type Session struct {
 	sock        socket
 	kick        chan struct{} // wakes writeLoop
 	progressAt  atomic.Int64  // unix nanos of the running write's last progress; 0 when none runs
+	drainedAt   atomic.Int64  // unix nanos when the peer last drained a congested connection, for keepalive
 
 	// Stream table and session state.
 	mu          sync.Mutex
@@ -83,7 +84,7 @@ type Session struct {
 	closing     bool
 	pings       map[uint64]chan struct{}
 	pingSeq     uint64
-	frameCount  atomic.Uint64 // frames received, for keepalive
+	heardAt     atomic.Int64 // unix nanos when bytes last arrived, for keepalive
 	done        chan struct{}
 	err         error // why the session ended; set once before done closes
 	wg          sync.WaitGroup
@@ -129,6 +130,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		done:      make(chan struct{}),
 		nextID:    2,
 	}
+	s.heardAt.Store(now())
 	if client {
 		s.nextID = 1
 	}

@@ -10,14 +10,15 @@ import (
 // flush in its own goroutine and still never wait on a congested
 // connection; write blocks until everything is written, calling progress
 // whenever bytes leave, so that keepalive can tell a slow link from a dead
-// one.
+// one. progress says drained when the bytes left after the write had to
+// wait for the kernel to take them: the peer is reading.
 type socket interface {
 	// tryWrite writes a prefix of b without blocking and returns its
 	// length. ok is false when the connection cannot be written to without
 	// blocking at all; then nothing was written.
 	tryWrite(b []byte) (n int, ok bool, err error)
 	// write writes all of b, blocking, reporting progress as bytes leave.
-	write(b []byte, progress func()) error
+	write(b []byte, progress func(drained bool)) error
 }
 
 // newSocket returns the socket for conn: raw non-blocking writes on the
@@ -31,8 +32,12 @@ func newSocket(conn net.Conn) socket {
 }
 
 // plainWriteChunk bounds one Write on a connection that offers no raw
-// access: between two pieces, progress is reported.
-const plainWriteChunk = 16 << 10
+// access: between two pieces, progress is reported. A piece that took
+// plainBlocked or longer had to wait for the peer to drain the connection.
+const (
+	plainWriteChunk = 16 << 10
+	plainBlocked    = time.Millisecond
+)
 
 // plainSocket writes through the connection's Write. It cannot try a write
 // without blocking, so its writes are left to the writer goroutine.
@@ -40,11 +45,12 @@ type plainSocket struct{ conn net.Conn }
 
 func (p plainSocket) tryWrite([]byte) (int, bool, error) { return 0, false, nil }
 
-func (p plainSocket) write(b []byte, progress func()) error {
+func (p plainSocket) write(b []byte, progress func(drained bool)) error {
 	for len(b) > 0 {
+		start := time.Now()
 		n, err := p.conn.Write(b[:min(len(b), plainWriteChunk)])
 		if n > 0 {
-			progress()
+			progress(time.Since(start) >= plainBlocked)
 		}
 		if err != nil {
 			return err

@@ -59,8 +59,9 @@ func (r rawSocket) tryWrite(b []byte) (int, bool, error) {
 	return n, true, wrapWriteErr(err)
 }
 
-func (r rawSocket) write(b []byte, progress func()) error {
+func (r rawSocket) write(b []byte, progress func(drained bool)) error {
 	var werr error
+	waited := false
 	err := r.rc.Write(func(fd uintptr) bool {
 		for len(b) > 0 {
 			n, err := syscall.Write(int(fd), b)
@@ -68,13 +69,14 @@ func (r rawSocket) write(b []byte, progress func()) error {
 			case err == syscall.EINTR:
 				continue
 			case err == syscall.EAGAIN:
+				waited = true
 				return false // wait until the kernel takes more
 			case err != nil:
 				werr = err
 				return true
 			}
 			b = b[n:]
-			progress()
+			progress(waited)
 		}
 		return true
 	})

@@ -398,8 +398,15 @@ func (s *Session) writeLoop() {
 	}
 }
 
-// progressed notes that bytes left for the peer, for keepalive.
-func (s *Session) progressed() { s.progressAt.Store(now()) }
+// progressed notes that bytes left for the peer, for keepalive; drained
+// says they left because the peer read what was waiting before them.
+func (s *Session) progressed(drained bool) {
+	t := now()
+	s.progressAt.Store(t)
+	if drained {
+		s.drainedAt.Store(t)
+	}
+}
 
 // waitSent waits until everything queued so far has been written, writing
 // failed, the session ended, or timeout fires.
