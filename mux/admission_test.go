@@ -219,14 +219,20 @@ func TestAdmissionRawPeer(t *testing.T) {
 
 // TestStreamsEndedBeforeAccept opens streams that the peer writes to and
 // closes before this side accepts them: each is still accepted with all
-// its data, and they count toward MaxIncomingStreams until then.
+// its data. On the native transport the peer has forgotten them, and they
+// wait in the queue, which holds twice MaxIncomingStreams: a stream past
+// that is refused. On smux they count toward MaxIncomingStreams.
 func TestStreamsEndedBeforeAccept(t *testing.T) {
 	const limit = 5
 	for _, tr := range transports {
 		t.Run(tr.String(), func(t *testing.T) {
 			c, s := pair(t, withTransport(nil, tr), withTransport(&Config{MaxIncomingStreams: limit}, tr))
 			ctx := testCtx(t, 10*time.Second)
-			for i := 0; i < limit; i++ {
+			queued := limit
+			if tr == Native {
+				queued = 2 * limit
+			}
+			for i := 0; i < queued; i++ {
 				st, err := c.Open(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -236,13 +242,13 @@ func TestStreamsEndedBeforeAccept(t *testing.T) {
 				}
 				st.Close()
 			}
-			waitFor(t, "the streams to arrive", func() bool { return s.NumStreams() == limit })
+			waitFor(t, "the streams to arrive", func() bool { return s.NumStreams() == queued })
 			if tr == Native {
 				if n := c.NumStreams(); n != 0 {
 					t.Fatalf("client still counts %d closed streams", n)
 				}
-				// The server's slots are still taken: the client cannot
-				// know, so its next stream is refused by the server.
+				// The server's queue is full: the client cannot know, so
+				// its next stream is refused by the server.
 				st, err := c.Open(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -255,10 +261,10 @@ func TestStreamsEndedBeforeAccept(t *testing.T) {
 				st.Close()
 			}
 			want := map[string]bool{}
-			for i := 0; i < limit; i++ {
+			for i := 0; i < queued; i++ {
 				want[string(pattern(i, 1000))] = true
 			}
-			for i := 0; i < limit; i++ {
+			for i := 0; i < queued; i++ {
 				st, err := s.Accept(ctx)
 				if err != nil {
 					t.Fatal(err)
