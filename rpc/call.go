@@ -20,7 +20,8 @@ import (
 // req and fills reply with the response. The error carries a status:
 // status.Code(err) is the call's code. A call the other side never
 // processed fails with Unavailable and IsRetrySafe; Invoke retries such a
-// call once by itself while the session lives.
+// call once by itself while the session lives. The call is in flight, for
+// Peer.Shutdown and Server.GracefulStop, until Invoke returns.
 func (p *Peer) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error {
 	if p.unaryInt != nil {
 		return p.unaryInt(ctx, method, req, reply, p, p.invoke, opts...)
@@ -29,6 +30,8 @@ func (p *Peer) Invoke(ctx context.Context, method string, req, reply any, opts .
 }
 
 func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
+	p.callStarts()
+	defer p.callEnds()
 	cfg := p.callConfig(opts)
 	err := p.invokeOnce(ctx, method, req, reply, &cfg)
 	if err != nil && IsRetrySafe(err) && ctx.Err() == nil && p.sess.Err() == nil {
@@ -44,7 +47,7 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 	}
 	st, err := p.sess.OpenType(ctx, StreamType)
 	if err != nil {
-		return sessionError(ctx, p.sess, true, err)
+		return p.callError(ctx, true, err)
 	}
 	defer st.Close()
 	// Watch ctx before writing: a request larger than the stream's window
@@ -73,7 +76,7 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 	*bp = b
 	putBuf(bp)
 	if err != nil && (ctx.Err() != nil || mux.IsRetrySafe(err)) {
-		return sessionError(ctx, p.sess, aborted.Load(), err)
+		return p.callError(ctx, aborted.Load(), err)
 	}
 	// A write that failed otherwise may have met the callee's answer: a
 	// callee that rejects a call without reading all of it (a message over
@@ -90,13 +93,13 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 			if writeErr != nil {
 				err = writeErr
 			}
-			return sessionError(ctx, p.sess, aborted.Load(), err)
+			return p.callError(ctx, aborted.Load(), err)
 		}
 		switch kind {
 		case partResponseHeader:
 			md, err := parseResponseHeader(payload)
 			if err != nil {
-				return sessionError(ctx, p.sess, aborted.Load(), err)
+				return p.callError(ctx, aborted.Load(), err)
 			}
 			for _, h := range cfg.header {
 				*h = md
@@ -112,7 +115,7 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 		case partTrailer:
 			t, err := parseTrailer(payload)
 			if err != nil {
-				return sessionError(ctx, p.sess, aborted.Load(), err)
+				return p.callError(ctx, aborted.Load(), err)
 			}
 			for _, tr := range cfg.trailer {
 				*tr = t.md
@@ -169,7 +172,10 @@ func (t *trailer) err() error {
 }
 
 // NewStream begins a streaming call of method on the other side. desc says
-// which directions stream.
+// which directions stream. The call is in flight, for Peer.Shutdown and
+// Server.GracefulStop, until RecvMsg has returned an error (io.EOF for
+// status OK) or ctx has ended: a caller that abandons a stream must cancel
+// its context, as in gRPC.
 func (p *Peer) NewStream(ctx context.Context, desc *StreamDesc, method string, opts ...CallOption) (ClientStream, error) {
 	if p.streamInt != nil {
 		return p.streamInt(ctx, desc, p, method, p.newStream, opts...)
@@ -182,11 +188,13 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 	if err != nil {
 		return nil, err
 	}
+	p.callStarts()
 	st, err := p.sess.OpenType(ctx, StreamType)
 	if err != nil {
-		return nil, sessionError(ctx, p.sess, true, err)
+		p.callEnds()
+		return nil, p.callError(ctx, true, err)
 	}
-	cs := &clientStream{ctx: ctx, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
+	cs := &clientStream{ctx: ctx, p: p, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
 	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	cs.pending = appendCallHeader(nil, method, timeout, md)
@@ -194,28 +202,28 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 		// The callee may speak first: let it start the handler now.
 		if _, err := st.Write(cs.pending); err != nil {
 			st.Close()
-			return nil, sessionError(ctx, p.sess, true, err)
+			p.callEnds()
+			return nil, p.callError(ctx, true, err)
 		}
 		cs.pending = cs.pending[:0]
 	}
 	if ctx.Done() != nil {
-		cs.stop = context.AfterFunc(ctx, func() {
-			cs.aborted.Store(true)
-			st.Reset(resetCode(ctx))
-		})
+		cs.stop = context.AfterFunc(ctx, cs.contextEnded)
 	}
 	return cs, nil
 }
 
 // clientStream is the caller's side of a streaming call.
 type clientStream struct {
-	ctx     context.Context
-	st      *mux.Stream
-	desc    *StreamDesc
-	method  string
-	cfg     callConfig
-	stop    func() bool
-	aborted atomic.Bool // the stream was reset because ctx ended
+	ctx      context.Context
+	p        *Peer
+	st       *mux.Stream
+	desc     *StreamDesc
+	method   string
+	cfg      callConfig
+	stop     func() bool
+	aborted  atomic.Bool // the stream was reset because ctx ended
+	released atomic.Bool // the Peer counts the call in flight no more
 
 	smu        sync.Mutex
 	pending    []byte // parts not yet written: held until CloseSend when only one request goes
@@ -234,6 +242,28 @@ type clientStream struct {
 }
 
 func (cs *clientStream) Context() context.Context { return cs.ctx }
+
+// contextEnded aborts the call when its context ends, so that the callee
+// learns of it and a RecvMsg or SendMsg waiting on the stream returns, and
+// stops counting the call in flight, for a caller may abandon a stream by
+// cancelling its context.
+func (cs *clientStream) contextEnded() {
+	cs.abort()
+	cs.release()
+}
+
+// abort resets the stream with the reset code that says why ctx ended.
+func (cs *clientStream) abort() {
+	cs.aborted.Store(true)
+	cs.st.Reset(resetCode(cs.ctx))
+}
+
+// release stops counting the call in flight, once.
+func (cs *clientStream) release() {
+	if cs.released.CompareAndSwap(false, true) {
+		cs.p.callEnds()
+	}
+}
 
 // SendMsg sends a request message. When the server has ended the call it
 // returns io.EOF, and RecvMsg returns the call's status.
@@ -325,19 +355,19 @@ func (cs *clientStream) nextLocked() (byte, []byte, error) {
 	for {
 		kind, payload, err := cs.r.next()
 		if err != nil {
-			return 0, nil, sessionError(cs.ctx, cs.st.Session(), cs.aborted.Load(), err)
+			return 0, nil, cs.p.callError(cs.ctx, cs.aborted.Load(), err)
 		}
 		switch kind {
 		case partResponseHeader:
 			if cs.header, err = parseResponseHeader(payload); err != nil {
-				return 0, nil, sessionError(cs.ctx, cs.st.Session(), cs.aborted.Load(), err)
+				return 0, nil, cs.p.callError(cs.ctx, cs.aborted.Load(), err)
 			}
 			cs.headerDone = true
 			continue
 		case partTrailer:
 			t, err := parseTrailer(payload)
 			if err != nil {
-				return 0, nil, sessionError(cs.ctx, cs.st.Session(), cs.aborted.Load(), err)
+				return 0, nil, cs.p.callError(cs.ctx, cs.aborted.Load(), err)
 			}
 			cs.trailer = t.md
 			cs.headerDone = true
@@ -362,6 +392,7 @@ func (cs *clientStream) finishLocked(err error) error {
 	}
 	cs.st.Close()
 	cs.r.release()
+	cs.release()
 	return err
 }
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/credentials"
@@ -29,8 +31,12 @@ type Peer struct {
 	ctx       context.Context // the base of handler contexts; ends with the session
 	cancel    context.CancelFunc
 
+	closing  atomic.Bool  // this side is ending the session: calls fail with ErrConnClosing
+	outgoing atomic.Int64 // calls this side has in flight
+	draining atomic.Bool  // a drain waits: the last outgoing call to end wakes it
+
 	mu      sync.Mutex
-	idle    sync.Cond // signalled when active drops to 0
+	idle    sync.Cond // signalled when a drain may be over; see drain
 	active  int       // handlers running
 	retired bool      // the session ended and its handlers were awaited: start no more
 }
@@ -103,6 +109,7 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 	go func() {
 		<-sess.Done()
 		p.cancel() // handlers' contexts end with the session
+		p.wake()   // a drain no longer waits for outgoing calls
 	}()
 	sess.HandleType(StreamType, p.handle)
 	return p
@@ -129,6 +136,27 @@ func (p *Peer) end() {
 	p.mu.Unlock()
 }
 
+// callStarts counts an outgoing call in: Invoke until it returns, a stream
+// until it ends. It costs the unary path two atomic operations and no
+// allocation, where a mutex would have every caller of a busy Peer queue.
+func (p *Peer) callStarts() { p.outgoing.Add(1) }
+
+// callEnds counts an outgoing call out, and wakes a drain that waits for
+// the last one. A drain sets draining before it looks at the count, so
+// either it sees this call's decrement or this call sees draining set.
+func (p *Peer) callEnds() {
+	if p.outgoing.Add(-1) == 0 && p.draining.Load() {
+		p.wake()
+	}
+}
+
+// wake wakes whoever waits on idle to look again.
+func (p *Peer) wake() {
+	p.mu.Lock()
+	p.idle.Broadcast()
+	p.mu.Unlock()
+}
+
 // waitIdle waits until no handler runs; with retire, it also stops new
 // ones from starting, for a session that has ended.
 func (p *Peer) waitIdle(retire bool) {
@@ -146,14 +174,111 @@ func (p *Peer) wait() {
 	p.waitIdle(true)
 }
 
-// Close ends the session gracefully: the other side may make no new calls,
-// calls in flight in both directions finish (up to mux.Config.CloseTimeout),
-// then the connection closes. Close waits for this side's handlers to
-// return.
+// drain waits until no call is in flight in either direction, or until
+// ctx ends, and then returns ctx's error: also when the session ended
+// because ctx did. Once the session has ended it waits for this side's
+// handlers only: the calls this side made have failed, or will when next
+// read.
+func (p *Peer) drain(ctx context.Context) error {
+	p.draining.Store(true)
+	stop := context.AfterFunc(ctx, p.wake)
+	defer stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p.active == 0 && (p.outgoing.Load() == 0 || p.sess.Err() != nil) {
+			return nil
+		}
+		p.idle.Wait()
+	}
+}
+
+// Close ends the session at once, as gRPC's ClientConn.Close does: this
+// side's calls in flight, and its calls from then on, fail with Canceled
+// and ErrConnClosing; the other side's fail as its connection ends; the
+// handlers serving them are cancelled, and Close waits for them to return.
+// Close does not wait for the other side, beyond a moment for its GoAway
+// to leave when the other side does not read. Shutdown ends the session
+// gracefully instead.
 func (p *Peer) Close() error {
-	err := p.sess.Close()
+	p.closeNow()
 	p.wait()
+	return nil
+}
+
+// Shutdown ends the session gracefully: it sends a GoAway, so that the
+// other side makes no new calls (except on the Smux transport, which has
+// no GoAway), waits for the calls in flight in both directions to finish,
+// however long they take, and then closes the session; this side may go
+// on calling meanwhile. If ctx ends first, Shutdown closes the session at
+// once as Close does, without waiting further for handlers (they are
+// cancelled), and returns ctx's error.
+func (p *Peer) Shutdown(ctx context.Context) error {
+	killed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(killed)
+		p.closeNow()
+	})
+	err := p.shutdown(ctx, nil)
+	if !stop() {
+		<-killed
+	}
 	return err
+}
+
+// shutdown is Shutdown and GracefulStop for one Peer: a GoAway with debug
+// data, a drain, then the session's Close, which also flushes what the
+// last calls wrote. If ctx ends first it returns ctx's error at once, and
+// whoever ended ctx ends the session, which also ends a GoAway or Close
+// blocked on a peer that does not read.
+func (p *Peer) shutdown(ctx context.Context, debug []byte) error {
+	p.sess.GoAway(mux.GoAwayNormal, debug) // ErrUnsupported on smux; an ended session needs none
+	if err := p.drain(ctx); err != nil {
+		return err
+	}
+	p.closing.Store(true)
+	p.sess.Close()
+	p.mu.Lock()
+	p.retired = true // the session has ended: no handler starts now
+	p.mu.Unlock()
+	// A call the GoAway let in may have reached its handler only now; the
+	// session's end has cancelled it.
+	return p.drain(ctx)
+}
+
+// goAwayWait bounds how long Close waits for its GoAway to be written,
+// which takes no time unless the peer does not read: such a peer cannot
+// hold Close longer.
+const goAwayWait = 500 * time.Millisecond
+
+// closeNow marks the Peer closing and ends its session at once, after a
+// best-effort GoAway that lets the other side tell this Close from a lost
+// connection.
+func (p *Peer) closeNow() {
+	p.closing.Store(true)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		p.sess.GoAway(mux.GoAwayNormal, nil)
+	}()
+	timer := time.NewTimer(goAwayWait)
+	select {
+	case <-sent:
+	case <-timer.C:
+	}
+	timer.Stop()
+	p.sess.Kill() // which also ends a GoAway blocked on the connection
+	<-sent
+}
+
+// kill marks the Peer closing and ends its session at once, without a
+// GoAway: Server.Stop.
+func (p *Peer) kill() {
+	p.closing.Store(true)
+	p.sess.Kill()
 }
 
 // Done is closed when the session has ended.

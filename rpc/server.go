@@ -16,17 +16,21 @@ import (
 // Each accepted session gets a Peer, through which handlers and OnPeer
 // call back into the client.
 type Server struct {
-	cfg        serverConfig
-	unaryInt   UnaryServerInterceptor
-	streamInt  StreamServerInterceptor
-	services   map[string]*service
-	methods    map[string]*method // by full method name, "/pkg.Service/Method"
-	mu         sync.Mutex
-	serving    bool
-	stopping   bool
-	listeners  map[*mux.Listener]struct{}
-	peers      map[*Peer]struct{}
-	sessionsWG sync.WaitGroup
+	cfg       serverConfig
+	unaryInt  UnaryServerInterceptor
+	streamInt StreamServerInterceptor
+	services  map[string]*service
+	methods   map[string]*method // by full method name, "/pkg.Service/Method"
+	mu        sync.Mutex
+	serving   bool
+	stopping  bool
+	listeners map[*mux.Listener]struct{}
+	peers     map[*Peer]struct{}
+
+	halt        context.Context // ended by Stop: a GracefulStop waits no more
+	haltNow     context.CancelFunc
+	stopped     chan struct{} // closed once a Stop or GracefulStop has completed
+	stoppedOnce sync.Once
 }
 
 type service struct {
@@ -51,7 +55,9 @@ func NewServer(opts ...ServerOption) *Server {
 		methods:   map[string]*method{},
 		listeners: map[*mux.Listener]struct{}{},
 		peers:     map[*Peer]struct{}{},
+		stopped:   make(chan struct{}),
 	}
+	s.halt, s.haltNow = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o.applyToServer(&s.cfg)
 	}
@@ -133,12 +139,16 @@ func (s *Server) unknownMethod(name string) string {
 	return fmt.Sprintf("unknown service %s", svc)
 }
 
-// ErrServerStopped is returned by Serve after Stop or GracefulStop.
+// ErrServerStopped is returned by Serve and ServeSession called after Stop
+// or GracefulStop.
 var ErrServerStopped = errors.New("rpc: server stopped")
 
 // Serve accepts connections on lis and serves each on its own session,
-// until lis fails or the Server stops. It returns ErrServerStopped after
-// Stop or GracefulStop. Plain and TLS listeners both work.
+// until lis fails or the Server stops. As in gRPC, it returns nil after
+// Stop or GracefulStop, once the stop has completed (so that
+// log.Fatal(srv.Serve(lis)) lets a GracefulStop drain), the listener's
+// error when lis fails, and ErrServerStopped when called after a stop.
+// Plain and TLS listeners both work; lis is closed when Serve returns.
 func (s *Server) Serve(lis net.Listener) error {
 	ml, err := mux.NewListener(lis, s.cfg.peer.muxConfig())
 	if err != nil {
@@ -166,15 +176,12 @@ func (s *Server) Serve(lis net.Listener) error {
 			stopping := s.stopping
 			s.mu.Unlock()
 			if stopping {
-				return ErrServerStopped
+				<-s.stopped
+				return nil
 			}
 			return err
 		}
-		s.sessionsWG.Add(1)
-		go func() {
-			defer s.sessionsWG.Done()
-			s.ServeSession(sess)
-		}()
+		go s.ServeSession(sess)
 	}
 }
 
@@ -189,9 +196,10 @@ func (s *Server) ServeConn(conn net.Conn) error {
 }
 
 // ServeSession serves calls on a session the caller made, on either side
-// of it, and returns when the session ends. It returns nil if the session
-// was closed by Close or Stop on this side, or by the peer's own Close,
-// and the session's error otherwise.
+// of it, and returns when the session has ended and its handlers have
+// returned. It returns nil if the session was closed by Close or Stop on
+// this side, or by the peer's own Close, ErrServerStopped if the Server
+// had stopped already, and the session's error otherwise.
 func (s *Server) ServeSession(sess *mux.Session) error {
 	cfg := s.cfg.peer
 	cfg.services = s
@@ -199,7 +207,7 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
-		p.sess.Kill()
+		p.kill()
 		p.wait()
 		return ErrServerStopped
 	}
@@ -238,47 +246,60 @@ func (s *Server) Peers() []*Peer {
 
 // GracefulStop stops accepting connections, sends every peer a GoAway so
 // that it makes no new calls, waits for the calls in flight in both
-// directions to finish, and closes the sessions.
+// directions to finish (the peers' calls to the server and the server's
+// calls back to them, from handlers or OnPeer alike) with no time limit,
+// and closes the sessions. To bound it, call Stop: GracefulStop then
+// returns too.
 func (s *Server) GracefulStop() {
-	peers := s.stop()
-	for _, p := range peers {
-		p.sess.GoAway(mux.GoAwayNormal, []byte("server stopping"))
-	}
 	var wg sync.WaitGroup
-	for _, p := range peers {
+	for _, p := range s.beginStop() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.waitIdle(false)
-			p.Close()
+			p.shutdown(s.halt, []byte("server stopping"))
 		}()
 	}
 	wg.Wait()
-	s.sessionsWG.Wait()
+	s.endStop()
 }
 
-// Stop closes every listener and session at once; calls in flight fail.
+// Stop closes every listener and session at once, as gRPC's Stop does:
+// calls in flight fail (the peers' with Unavailable, the server's own
+// calls back with Canceled and ErrConnClosing), and handlers' contexts
+// are cancelled. Stop does not wait for the handlers to return, and ends
+// a GracefulStop in progress.
 func (s *Server) Stop() {
-	for _, p := range s.stop() {
-		p.sess.Kill()
-		p.wait()
+	peers := s.beginStop()
+	s.haltNow()
+	for _, p := range peers {
+		p.kill()
 	}
-	s.sessionsWG.Wait()
+	s.endStop()
 }
 
-// stop closes the listeners and returns the peers connected now.
-func (s *Server) stop() []*Peer {
+// beginStop marks the Server stopping, so that ServeSession serves no new
+// session, closes the listeners, and returns the peers connected now.
+func (s *Server) beginStop() []*Peer {
 	s.mu.Lock()
 	s.stopping = true
 	listeners := make([]*mux.Listener, 0, len(s.listeners))
 	for l := range s.listeners {
 		listeners = append(listeners, l)
 	}
+	peers := make([]*Peer, 0, len(s.peers))
+	for p := range s.peers {
+		peers = append(peers, p)
+	}
 	s.mu.Unlock()
 	for _, l := range listeners {
 		l.Close()
 	}
-	return s.Peers()
+	return peers
+}
+
+// endStop records that a stop has completed, for Serve to return.
+func (s *Server) endStop() {
+	s.stoppedOnce.Do(func() { close(s.stopped) })
 }
 
 var _ ServiceRegistrar = (*Server)(nil)

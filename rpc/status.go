@@ -47,6 +47,29 @@ func (e *statusError) As(target any) bool { return errors.As(e.cause, target) }
 // Such errors have code Unavailable.
 func IsRetrySafe(err error) bool { return mux.IsRetrySafe(err) }
 
+// ErrConnClosing is why calls fail once this side closes the session under
+// them, with Peer.Close or Peer.Shutdown, or Server.Stop for its peers:
+// those in flight and new ones fail with Canceled, and errors.Is(err,
+// ErrConnClosing) holds, as gRPC's calls fail when their ClientConn
+// closes.
+var ErrConnClosing = errors.New("rpc: the connection is closing")
+
+// errConnClosing returns the error of a call that failed because this side
+// closed its Peer.
+func errConnClosing() error {
+	return &statusError{status.New(codes.Canceled, ErrConnClosing.Error()), ErrConnClosing}
+}
+
+// callError converts an error from the session under a call of p into the
+// call's error: ErrConnClosing once this side has begun to close the
+// session, else what sessionError says.
+func (p *Peer) callError(ctx context.Context, byCtx bool, err error) error {
+	if p.closing.Load() {
+		return errConnClosing()
+	}
+	return sessionError(ctx, p.sess, byCtx, err)
+}
+
 // sessionError converts an error from sess, the session under a call,
 // into the call's error: the context's when it ended, else Unavailable.
 // byCtx says that the call's stream was aborted because ctx ended, or that

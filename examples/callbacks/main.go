@@ -62,10 +62,7 @@ func runBoth(ctx context.Context, out io.Writer) error {
 	go func() { served <- srv.Serve(lis) }()
 	err = runClient(ctx, out, lis.Addr().String())
 	srv.GracefulStop()
-	if serr := <-served; !errors.Is(serr, rpc.ErrServerStopped) {
-		err = errors.Join(err, serr)
-	}
-	return err
+	return errors.Join(err, <-served) // Serve returns nil after GracefulStop
 }
 
 func serveForever(addr string) error {
