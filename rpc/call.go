@@ -17,11 +17,12 @@ import (
 )
 
 // Invoke calls method ("/package.Service/Method") on the other side with
-// req and fills reply with the response. The error carries a status:
-// status.Code(err) is the call's code. A call the other side never
-// processed fails with Unavailable and IsRetrySafe; Invoke retries such a
-// call once by itself while the session lives. The call is in flight, for
-// Peer.Shutdown and Server.GracefulStop, until Invoke returns.
+// req and fills reply with the response; a nil req is sent as an empty
+// message, as in gRPC. The error carries a status: status.Code(err) is the
+// call's code. A call the other side never processed fails with
+// Unavailable and IsRetrySafe; Invoke retries such a call once by itself
+// while the session lives. The call is in flight, for Peer.Shutdown and
+// Server.GracefulStop, until Invoke returns.
 func (p *Peer) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error {
 	if p.unaryInt != nil {
 		return p.unaryInt(ctx, method, req, reply, p, p.invoke, opts...)
@@ -40,7 +41,25 @@ func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ Clie
 	return err
 }
 
+// invokeOnce makes one attempt at a unary call, and gives the call's
+// Header and Trailer options what it received, nil for what did not
+// arrive.
 func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cfg *callConfig) error {
+	var got callMetadata
+	err := p.roundTrip(ctx, method, req, reply, cfg, &got)
+	cfg.deliver(got)
+	return err
+}
+
+// callMetadata is the metadata a call received: its response header and
+// its trailer's metadata, nil for what did not arrive.
+type callMetadata struct {
+	header, trailer metadata.MD
+}
+
+// roundTrip sends a unary call's request and reads its answer, recording
+// the metadata it receives in got.
+func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg *callConfig, got *callMetadata) error {
 	timeout, err := callTimeout(ctx)
 	if err != nil {
 		return err
@@ -65,7 +84,7 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 	bp := getBuf()
 	md, _ := metadata.FromOutgoingContext(ctx)
 	b := appendCallHeader((*bp)[:0], method, timeout, md)
-	b, err = appendMessage(b, req, cfg.maxSend)
+	b, err = appendRequest(b, req, cfg.maxSend)
 	if err != nil {
 		*bp = b
 		putBuf(bp)
@@ -97,12 +116,11 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 		}
 		switch kind {
 		case partResponseHeader:
-			md, err := parseResponseHeader(payload)
-			if err != nil {
-				return p.callError(ctx, aborted.Load(), err)
+			if err := misplacedHeader(got.header != nil, gotReply); err != nil {
+				return err
 			}
-			for _, h := range cfg.header {
-				*h = md
+			if got.header, err = parseResponseHeader(payload); err != nil {
+				return p.callError(ctx, aborted.Load(), err)
 			}
 		case partMessage:
 			if gotReply {
@@ -117,14 +135,12 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 			if err != nil {
 				return p.callError(ctx, aborted.Load(), err)
 			}
-			for _, tr := range cfg.trailer {
-				*tr = t.md
-			}
+			got.trailer = t.md
 			if t.code != codes.OK {
 				return t.err()
 			}
 			if !gotReply {
-				return grpcstatus.Error(codes.Internal, "rpc: unary call answered without a message")
+				return errNoResponse()
 			}
 			return nil
 		default:
@@ -135,6 +151,36 @@ func (p *Peer) invokeOnce(ctx context.Context, method string, req, reply any, cf
 
 // noAbort stands for the abort flag of a call whose context cannot end.
 var noAbort = new(atomic.Bool)
+
+// appendRequest appends the request m as a message part. A nil request
+// goes out as an empty message, as in gRPC, whose generic clients call
+// so (a typed nil pointer encodes as one already).
+func appendRequest(b []byte, m any, limit int) ([]byte, error) {
+	if m == nil {
+		return appendEmptyPart(b, partMessage), nil
+	}
+	return appendMessage(b, m, limit)
+}
+
+// misplacedHeader returns the error of a call whose callee sent a response
+// header after one (gotHeader) or after a message (gotMessage), or nil:
+// a callee sends at most one, before any message (PROTOCOL.md, section
+// 13).
+func misplacedHeader(gotHeader, gotMessage bool) error {
+	switch {
+	case gotHeader:
+		return grpcstatus.Error(codes.Internal, "rpc: malformed response: a second response header")
+	case gotMessage:
+		return grpcstatus.Error(codes.Internal, "rpc: malformed response: a response header after a message")
+	}
+	return nil
+}
+
+// errNoResponse is the error of a call that returns one response and
+// ended with status OK without it, as gRPC words it.
+func errNoResponse() error {
+	return grpcstatus.Error(codes.Internal, "cardinality violation: received no response message from non-server-streaming RPC")
+}
 
 // callTimeout returns the time left before ctx's deadline, 0 for none, or
 // DeadlineExceeded when it has passed.
@@ -226,15 +272,16 @@ type clientStream struct {
 	released atomic.Bool // the Peer counts the call in flight no more
 
 	smu        sync.Mutex
-	pending    []byte // parts not yet written: held until CloseSend when only one request goes
+	pending    []byte // the call header, until the request of a call that takes one
 	sentMsg    bool
 	sendClosed bool
 
 	rmu        sync.Mutex
 	r          partReader
-	header     metadata.MD
-	headerDone bool
-	peeked     []byte // a message read by Header before RecvMsg asked
+	header     metadata.MD // nil until a response header arrives
+	headerDone bool        // the response header, a message or the trailer arrived
+	gotMsg     bool        // a response message arrived
+	peeked     []byte      // a message read by Header before RecvMsg asked
 	hasPeeked  bool
 	trailer    metadata.MD
 	done       bool
@@ -265,25 +312,50 @@ func (cs *clientStream) release() {
 	}
 }
 
+// ctxErr returns the call's status if its context has ended while the
+// session lives, and then aborts the stream, so that every operation after
+// a cancel reports it, whether the context's AfterFunc has run yet or not.
+// Once the session has ended, the session's error is the call's (see
+// sessionError): a handler's context ends with its session, and a call the
+// handler made with it failed because the peer vanished.
+func (cs *clientStream) ctxErr() error {
+	err := cs.ctx.Err()
+	if err == nil || cs.p.sess.Err() != nil {
+		return nil
+	}
+	cs.abort()
+	return grpcstatus.FromContextError(err).Err()
+}
+
 // SendMsg sends a request message. When the server has ended the call it
-// returns io.EOF, and RecvMsg returns the call's status.
+// returns io.EOF, and RecvMsg returns the call's status; once the call's
+// context has ended it returns Canceled or DeadlineExceeded. The single
+// request of a call that takes one (unary or server-streaming) goes out at
+// once with the end of the requests, so that the response can come before
+// CloseSend, which then does nothing.
 func (cs *clientStream) SendMsg(m any) error {
 	cs.smu.Lock()
 	defer cs.smu.Unlock()
-	if cs.sendClosed {
-		return grpcstatus.Error(codes.Internal, "rpc: SendMsg after CloseSend")
-	}
 	if !cs.desc.ClientStreams && cs.sentMsg {
 		return grpcstatus.Error(codes.Internal, "rpc: more than one request on a call that takes one")
 	}
-	b, err := appendMessage(cs.pending, m, cs.cfg.maxSend)
+	if cs.sendClosed {
+		return grpcstatus.Error(codes.Internal, "rpc: SendMsg after CloseSend")
+	}
+	if err := cs.ctxErr(); err != nil {
+		return err
+	}
+	b, err := appendRequest(cs.pending, m, cs.cfg.maxSend)
 	if err != nil {
 		cs.pending = b
 		return err
 	}
 	cs.sentMsg = true
 	if !cs.desc.ClientStreams {
-		cs.pending = b // goes out with the end part, in one write
+		// The call header, the request and the end part, in one frame.
+		b = appendEmptyPart(b, partClientEnd)
+		cs.pending, cs.sendClosed = nil, true
+		cs.st.WriteLast(b) // a failure shows in RecvMsg
 		return nil
 	}
 	_, err = cs.st.Write(b)
@@ -294,7 +366,8 @@ func (cs *clientStream) SendMsg(m any) error {
 	return nil
 }
 
-// CloseSend ends the request direction.
+// CloseSend ends the request direction. It always returns nil: RecvMsg
+// reports how the call ended.
 func (cs *clientStream) CloseSend() error {
 	cs.smu.Lock()
 	defer cs.smu.Unlock()
@@ -302,6 +375,9 @@ func (cs *clientStream) CloseSend() error {
 		return nil
 	}
 	cs.sendClosed = true
+	if cs.ctxErr() != nil {
+		return nil
+	}
 	b := appendEmptyPart(cs.pending, partClientEnd)
 	cs.pending = nil
 	cs.st.WriteLast(b) // a failure shows in RecvMsg
@@ -309,12 +385,17 @@ func (cs *clientStream) CloseSend() error {
 }
 
 // RecvMsg receives the next response into m: io.EOF once the call ended
-// with status OK, the call's error otherwise.
+// with status OK, the call's error otherwise. Once the call's context has
+// ended, a call not yet ended fails with Canceled or DeadlineExceeded,
+// whatever the callee has answered meanwhile.
 func (cs *clientStream) RecvMsg(m any) error {
 	cs.rmu.Lock()
 	defer cs.rmu.Unlock()
 	if cs.done {
 		return cs.err
+	}
+	if err := cs.ctxErr(); err != nil {
+		return cs.finishLocked(err)
 	}
 	kind, payload, err := cs.nextLocked()
 	if err != nil {
@@ -359,6 +440,9 @@ func (cs *clientStream) nextLocked() (byte, []byte, error) {
 		}
 		switch kind {
 		case partResponseHeader:
+			if err := misplacedHeader(cs.header != nil, cs.gotMsg); err != nil {
+				return 0, nil, err
+			}
 			if cs.header, err = parseResponseHeader(payload); err != nil {
 				return 0, nil, cs.p.callError(cs.ctx, cs.aborted.Load(), err)
 			}
@@ -374,14 +458,20 @@ func (cs *clientStream) nextLocked() (byte, []byte, error) {
 			if t.code != codes.OK {
 				return 0, nil, t.err()
 			}
+			if !cs.desc.ServerStreams && !cs.gotMsg {
+				return 0, nil, errNoResponse()
+			}
 			return 0, nil, io.EOF
+		case partMessage:
+			cs.gotMsg = true
 		}
 		cs.headerDone = true
 		return kind, payload, nil
 	}
 }
 
-// finishLocked ends the call with err (io.EOF for OK) and frees its stream.
+// finishLocked ends the call with err (io.EOF for OK), frees its stream,
+// and gives the call's Header and Trailer options what arrived.
 func (cs *clientStream) finishLocked(err error) error {
 	if cs.done {
 		return cs.err
@@ -392,27 +482,43 @@ func (cs *clientStream) finishLocked(err error) error {
 	}
 	cs.st.Close()
 	cs.r.release()
+	cs.cfg.deliver(callMetadata{header: cs.header, trailer: cs.trailer})
 	cs.release()
 	return err
 }
 
-// Header waits for the response header and returns it.
+// Header waits for the response header and returns it. As in gRPC, it
+// returns nil and no error when the call ended without one: RecvMsg then
+// returns the call's status.
 func (cs *clientStream) Header() (metadata.MD, error) {
 	cs.rmu.Lock()
 	defer cs.rmu.Unlock()
 	if !cs.headerDone && !cs.done {
-		kind, payload, err := cs.nextLocked()
-		switch {
-		case err != nil:
-			cs.finishLocked(err)
-		case kind == partMessage:
-			cs.peeked, cs.hasPeeked = append([]byte(nil), payload...), true
-		}
+		cs.readHeaderLocked()
 	}
-	if cs.done && cs.err != io.EOF && cs.header == nil {
-		return nil, cs.err
+	if cs.header == nil && cs.gotMsg {
+		// The response began without header metadata, which a callee may
+		// leave out: the header is empty, and the call goes on.
+		return metadata.MD{}, nil
 	}
 	return cs.header, nil
+}
+
+// readHeaderLocked reads up to the response header, or to the first
+// message or the trailer of a response without one, keeping a message for
+// RecvMsg. A failure ends the call, for RecvMsg to report.
+func (cs *clientStream) readHeaderLocked() {
+	if err := cs.ctxErr(); err != nil {
+		cs.finishLocked(err)
+		return
+	}
+	kind, payload, err := cs.nextLocked()
+	switch {
+	case err != nil:
+		cs.finishLocked(err)
+	case kind == partMessage:
+		cs.peeked, cs.hasPeeked = append([]byte(nil), payload...), true
+	}
 }
 
 // Trailer returns the trailer metadata once RecvMsg has returned an error.

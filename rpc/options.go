@@ -154,16 +154,31 @@ type callConfig struct {
 
 type callOption func(*callConfig)
 
-// Header stores the response header metadata of a unary call in *md.
-// Each Header option of the call gets it.
+// Header stores the response header metadata of a call in *md when the
+// call ends (for a stream, when RecvMsg returns an error, io.EOF
+// included). It is stored whether the call failed or not, nil if no
+// header arrived, so a variable reused across calls never holds an earlier
+// call's. Each Header option of the call gets it.
 func Header(md *metadata.MD) CallOption {
 	return callOption(func(c *callConfig) { c.header = append(c.header, md) })
 }
 
-// Trailer stores the trailer metadata of a unary call in *md.
-// Each Trailer option of the call gets it.
+// Trailer stores the trailer metadata of a call in *md when the call ends,
+// as Header does, nil if the call ended without a trailer or with one
+// without metadata. Each Trailer option of the call gets it.
 func Trailer(md *metadata.MD) CallOption {
 	return callOption(func(c *callConfig) { c.trailer = append(c.trailer, md) })
+}
+
+// deliver gives the call's Header and Trailer options the metadata the
+// call received.
+func (c *callConfig) deliver(got callMetadata) {
+	for _, h := range c.header {
+		*h = got.header
+	}
+	for _, t := range c.trailer {
+		*t = got.trailer
+	}
 }
 
 // MaxCallRecvMsgSize sets the largest response message of one call.
