@@ -152,20 +152,31 @@ func (s *Session) smuxAcceptLoop() {
 	}
 }
 
-// smuxAdmit reads a new stream's type, within the handshake timeout, and
-// queues the stream for AcceptType, or closes it over the stream limit.
+// smuxAdmit admits a new stream and runs its handler, if its type has one.
+// The handler is the application's code, not the session's: Kill and Close
+// do not wait for it, as on the native transport.
 func (s *Session) smuxAdmit(sms *smux.Stream) {
-	defer s.wg.Done()
+	st, handle := s.smuxTakeStream(sms)
+	s.wg.Done()
+	if handle != nil {
+		s.serve(st, handle) // already on a goroutine of its own
+	}
+}
+
+// smuxTakeStream reads a new stream's type, within the handshake timeout,
+// and queues the stream for AcceptType or returns it with its handler, or
+// closes it over the stream limit.
+func (s *Session) smuxTakeStream(sms *smux.Stream) (*Stream, func(*Stream)) {
 	sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	t, err := binary.ReadUvarint(byteReader{sms})
 	if err == nil && StreamType(t) == smuxSettingsType {
 		s.smuxTakeSettings(sms)
-		return
+		return nil, nil
 	}
 	sms.SetReadDeadline(time.Time{})
 	if err != nil || t > 1<<32-1 {
 		sms.Close()
-		return
+		return nil, nil
 	}
 	s.mu.Lock()
 	if s.err != nil || s.closing || s.refuseLocked() {
@@ -173,15 +184,13 @@ func (s *Session) smuxAdmit(sms *smux.Stream) {
 		sms.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		sms.Write([]byte{smuxRefused})
 		sms.Close()
-		return
+		return nil, nil
 	}
 	st := &Stream{sess: s, typ: StreamType(t), in: true, sm: sms}
 	st.opened.Store(true)
 	handle := s.admitLocked(st)
 	s.mu.Unlock()
-	if handle != nil {
-		s.serve(st, handle) // already on a goroutine of its own
-	}
+	return st, handle
 }
 
 // smuxOpen opens a smux stream of type t for OpenType, which has taken its

@@ -123,10 +123,12 @@ func (s *Session) queueEnd(st *Stream, end, reset bool, code uint32, a *afterEnd
 // room in the send buffer for st, or st can write no more. Waiters are
 // served in order, only as many as the room fits (see wakeRoomLocked).
 func (s *Session) waitRoomLocked(st *Stream) error {
+	st.mu.Lock()
+	st.roomGranted = false // before a flusher can find st in the queue
+	st.mu.Unlock()
 	s.roomWaiters = append(s.roomWaiters, st)
 	s.wmu.Unlock()
 	st.mu.Lock()
-	st.roomGranted = false
 	var err error
 	for !st.roomGranted {
 		if err = st.writeErrLocked(); err != nil {
@@ -146,14 +148,13 @@ func (s *Session) waitRoomLocked(st *Stream) error {
 			break
 		}
 	}
-	granted := st.roomGranted
 	st.mu.Unlock()
 	s.wmu.Lock()
 	if err != nil {
 		if i := indexOf(s.roomWaiters, st); i >= 0 {
 			s.roomWaiters = append(s.roomWaiters[:i], s.roomWaiters[i+1:]...)
-		} else if granted {
-			s.wakeRoomLocked() // pass the room on
+		} else {
+			s.wakeRoomLocked() // st was granted room it will not use: pass it on
 		}
 	}
 	return err
