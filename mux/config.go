@@ -58,7 +58,11 @@ type Config struct {
 	// MaxIncomingStreams bounds the streams the peer may have open toward
 	// this side at once, counting those not yet accepted. The peer learns the
 	// limit in the handshake: its Open waits for a free slot, and streams
-	// over the limit are refused (ErrRefused). Default 1000.
+	// over the limit are refused (ErrRefused). It also bounds the peer's
+	// streams the application has at once: accepted and not yet closed, or
+	// served by a HandleType handler that has not returned, even if the peer
+	// has reset them. Streams beyond that wait in a queue of twice the limit,
+	// and are refused when it is full. Default 1000.
 	MaxIncomingStreams int
 
 	// StreamWindow is how many bytes the peer may send on one stream before
@@ -75,8 +79,9 @@ type Config struct {
 	KeepAliveInterval time.Duration
 
 	// KeepAliveTimeout ends the session when nothing has been received from
-	// the peer, or a write has not completed, for this long. Default 45s; it
-	// must exceed KeepAliveInterval.
+	// the peer, or a write has made no progress, for this long; bytes that
+	// leave a congested connection, proving that the peer reads, count as
+	// hearing from it. Default 45s; it must exceed KeepAliveInterval.
 	KeepAliveTimeout time.Duration
 
 	// HandshakeTimeout bounds the exchange of prefaces when a session starts.

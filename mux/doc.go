@@ -52,7 +52,15 @@
 // window per open stream. [Config.MaxIncomingStreams] bounds how many
 // streams the peer may have open toward this side, counting those not yet
 // accepted. The peer learns the limit in the handshake: at the limit its
-// Open waits for a free slot, and a stream beyond it would be refused.
+// Open waits for a free slot, and a stream beyond it would be refused. The
+// same number bounds the peer's streams the application has at once, so
+// that a peer that opens and resets streams quickly cannot make it run
+// more handlers than that.
+//
+// Nothing but a writer of data waits on a congested connection: a Write
+// waits for the peer's window and for room in the session's send buffer,
+// and its deadline, Close, Reset and the end of the session end that wait;
+// Close, Reset, and the session's own answers never wait.
 //
 // # GoAway and retry safety
 //
@@ -69,7 +77,9 @@
 //
 // A session pings its peer after [Config.KeepAliveInterval] without
 // hearing from it, and ends with [ErrKeepAliveTimeout] when nothing has
-// been received, or a write has been stuck, for [Config.KeepAliveTimeout].
+// been received, or a write has made no progress, for
+// [Config.KeepAliveTimeout]. A slow link the peer keeps reading is alive,
+// however long one batch of frames takes to cross it.
 // [Session.Ping] measures the round trip on demand.
 //
 // # Transports
