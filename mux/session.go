@@ -121,7 +121,6 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		conn:      conn,
 		cfg:       c,
 		client:    client,
-		sock:      newSocket(conn),
 		kick:      make(chan struct{}, 1),
 		relay:     make(chan struct{}),
 		streams:   make(map[uint32]*Stream),
@@ -130,6 +129,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		done:      make(chan struct{}),
 		nextID:    2,
 	}
+	s.sock = newSocket(conn, s.progressed)
 	s.heardAt.Store(now())
 	if client {
 		s.nextID = 1

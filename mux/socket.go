@@ -18,17 +18,18 @@ type socket interface {
 	// blocking at all; then nothing was written.
 	tryWrite(b []byte) (n int, ok bool, err error)
 	// write writes all of b, blocking, reporting progress as bytes leave.
-	write(b []byte, progress func(drained bool)) error
+	write(b []byte) error
 }
 
 // newSocket returns the socket for conn: raw non-blocking writes on the
 // descriptor of a TCP or Unix connection where the platform allows, plain
-// writes in pieces otherwise (TLS, pipes, wrapped connections).
-func newSocket(conn net.Conn) socket {
-	if s := newRawSocket(conn); s != nil {
+// writes in pieces otherwise (TLS, pipes, wrapped connections). Its
+// writes call progress as bytes leave.
+func newSocket(conn net.Conn, progress func(drained bool)) socket {
+	if s := newRawSocket(conn, progress); s != nil {
 		return s
 	}
-	return plainSocket{conn}
+	return plainSocket{conn, progress}
 }
 
 // plainWriteChunk bounds one Write on a connection that offers no raw
@@ -41,16 +42,19 @@ const (
 
 // plainSocket writes through the connection's Write. It cannot try a write
 // without blocking, so its writes are left to the writer goroutine.
-type plainSocket struct{ conn net.Conn }
+type plainSocket struct {
+	conn     net.Conn
+	progress func(drained bool)
+}
 
 func (p plainSocket) tryWrite([]byte) (int, bool, error) { return 0, false, nil }
 
-func (p plainSocket) write(b []byte, progress func(drained bool)) error {
+func (p plainSocket) write(b []byte) error {
 	for len(b) > 0 {
 		start := time.Now()
 		n, err := p.conn.Write(b[:min(len(b), plainWriteChunk)])
 		if n > 0 {
-			progress(time.Since(start) >= plainBlocked)
+			p.progress(time.Since(start) >= plainBlocked)
 		}
 		if err != nil {
 			return err

@@ -5,4 +5,4 @@ package mux
 import "net"
 
 // newRawSocket returns nil: raw writes are used on Unix systems only.
-func newRawSocket(net.Conn) socket { return nil }
+func newRawSocket(net.Conn, func(drained bool)) socket { return nil }

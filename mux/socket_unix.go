@@ -3,7 +3,6 @@
 package mux
 
 import (
-	"errors"
 	"net"
 	"syscall"
 )
@@ -11,13 +10,26 @@ import (
 // rawSocket writes to a connection's descriptor directly: the runtime has
 // made it non-blocking, so a write takes what the kernel buffer has room
 // for and says EAGAIN when it is full, and RawConn.Write waits for room
-// through the runtime's poller.
-type rawSocket struct{ rc syscall.RawConn }
+// through the runtime's poller. One write runs at a time (the send path's
+// flusher), so the write in progress lives in the struct, and the
+// functions RawConn.Write calls are made once: a write allocates nothing.
+type rawSocket struct {
+	rc       syscall.RawConn
+	progress func(drained bool)
+
+	// The write in progress.
+	buf    []byte
+	n      int
+	err    error
+	waited bool
+
+	tryOnce, writeAll func(fd uintptr) bool
+}
 
 // newRawSocket returns a rawSocket for a TCP or Unix connection, or nil.
 // Only these concrete types qualify: a type that wraps one (embedding it,
 // say) may do something in its Write that a raw write would skip.
-func newRawSocket(conn net.Conn) socket {
+func newRawSocket(conn net.Conn, progress func(drained bool)) socket {
 	var sc syscall.Conn
 	switch c := conn.(type) {
 	case *net.TCPConn:
@@ -31,65 +43,73 @@ func newRawSocket(conn net.Conn) socket {
 	if err != nil {
 		return nil
 	}
-	return rawSocket{rc}
+	r := &rawSocket{rc: rc, progress: progress}
+	r.tryOnce, r.writeAll = r.tryOnceFD, r.writeAllFD
+	return r
 }
 
-func (r rawSocket) tryWrite(b []byte) (int, bool, error) {
-	var n int
-	var werr error
-	err := r.rc.Write(func(fd uintptr) bool {
-		for {
-			m, err := syscall.Write(int(fd), b)
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				return true // full: the rest is the writer goroutine's
-			case err != nil:
-				werr = err
-				return true
-			}
-			n = m
-			return true
-		}
-	})
+func (r *rawSocket) tryWrite(b []byte) (int, bool, error) {
+	r.buf, r.n, r.err = b, 0, nil
+	err := r.rc.Write(r.tryOnce)
+	n := r.n
 	if err == nil {
-		err = werr
+		err = r.err
 	}
+	r.buf, r.err = nil, nil
 	return n, true, wrapWriteErr(err)
 }
 
-func (r rawSocket) write(b []byte, progress func(drained bool)) error {
-	var werr error
-	waited := false
-	err := r.rc.Write(func(fd uintptr) bool {
-		for len(b) > 0 {
-			n, err := syscall.Write(int(fd), b)
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				waited = true
-				return false // wait until the kernel takes more
-			case err != nil:
-				werr = err
-				return true
-			}
-			b = b[n:]
-			progress(waited)
+// tryOnceFD writes what the kernel takes of r.buf now, never waiting.
+func (r *rawSocket) tryOnceFD(fd uintptr) bool {
+	for {
+		m, err := syscall.Write(int(fd), r.buf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true // full: the rest is the writer goroutine's
+		case err != nil:
+			r.err = err
+			return true
 		}
+		r.n = m
 		return true
-	})
-	if err == nil {
-		err = werr
 	}
+}
+
+func (r *rawSocket) write(b []byte) error {
+	r.buf, r.err, r.waited = b, nil, false
+	err := r.rc.Write(r.writeAll)
+	if err == nil {
+		err = r.err
+	}
+	r.buf, r.err = nil, nil
 	return wrapWriteErr(err)
+}
+
+// writeAllFD writes r.buf, asking to wait whenever the kernel is full.
+func (r *rawSocket) writeAllFD(fd uintptr) bool {
+	for len(r.buf) > 0 {
+		n, err := syscall.Write(int(fd), r.buf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			r.waited = true
+			return false // wait until the kernel takes more
+		case err != nil:
+			r.err = err
+			return true
+		}
+		r.buf = r.buf[n:]
+		r.progress(r.waited)
+	}
+	return true
 }
 
 // wrapWriteErr gives a raw write's error the shape net.Conn's Write would.
 func wrapWriteErr(err error) error {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
+	if errno, ok := err.(syscall.Errno); ok {
 		return &net.OpError{Op: "write", Net: "raw", Err: errno}
 	}
 	return err

@@ -383,7 +383,7 @@ func (s *Session) writeLoop() {
 				break
 			}
 			s.wmu.Unlock()
-			err = s.sock.write(buf, s.progressed)
+			err = s.sock.write(buf)
 			s.wmu.Lock()
 			if err != nil {
 				s.writeErr = err
