@@ -19,22 +19,30 @@ import (
 // that the call's state costs no context.WithValue, and it is the
 // ServerStream of streaming calls.
 type serverCall struct {
-	ctx    context.Context
-	peer   *Peer
-	st     *mux.Stream
-	m      *method
-	r      partReader
-	cancel context.CancelFunc
+	ctx        context.Context
+	peer       *Peer
+	st         *mux.Stream
+	m          *method
+	cancel     context.CancelFunc
+	watchAbort bool // the transport has no OnAbort: watch the stream instead
 
-	mu          sync.Mutex // guards what SetHeader and friends touch
-	header      metadata.MD
-	trailer     metadata.MD
-	headerSent  bool
-	ended       bool // the trailer is out
-	clientEnded bool // the caller's end part arrived
-	request     []byte
-	recvErr     error // why RecvMsg can read no further
-	watchAbort  bool  // the transport has no OnAbort: watch the stream instead
+	// rmu serializes the reading of the caller's parts (RecvMsg, the
+	// unary request's decoding) with the end of the call, which returns
+	// r's buffer to the pool: a goroutine the handler left in RecvMsg
+	// must not read into a buffer that another call has taken since. It
+	// guards the fields down to mu.
+	rmu         sync.Mutex
+	r           partReader
+	request     []byte // the unary request; aliases r's buffer
+	recvErr     error  // why RecvMsg can read no further
+	clientEnded bool   // the caller's end part arrived
+	over        bool   // the call has ended: nothing more is read
+
+	headerSent bool       // guarded by mu, and placed here to save padding
+	ended      bool       // the trailer is out; guarded by mu
+	mu         sync.Mutex // guards what SetHeader and friends touch
+	header     metadata.MD
+	trailer    metadata.MD
 }
 
 type callKey struct{}
@@ -76,8 +84,7 @@ func (p *Peer) handle(st *mux.Stream) {
 	if p.srv != nil {
 		c.r.maxMsg = p.srv.cfg.peer.maxRecv
 	}
-	defer st.Close()
-	defer c.r.release()
+	defer c.finish()
 	kind, payload, err := c.r.next()
 	if err != nil || kind != partCallHeader {
 		c.ctx = p.ctx
@@ -165,11 +172,34 @@ func (c *serverCall) serveUnary() {
 	c.st.WriteLast(b)
 }
 
+// decodeRequest decodes the unary request into m, for the method's
+// handler.
 func (c *serverCall) decodeRequest(m any) error {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.over {
+		return errReadAfterEnd
+	}
 	if err := decodeMessage(c.request, m); err != nil {
 		return status.Errorf(codes.InvalidArgument, "malformed request for %s: %v", c.m.fullName, err)
 	}
 	return nil
+}
+
+// errReadAfterEnd is the error of reading requests once the call has
+// ended.
+var errReadAfterEnd = status.Error(codes.Canceled, "rpc: request read after the call ended")
+
+// finish ends the call's stream, then the reading of the caller's parts:
+// a RecvMsg blocked on the stream wakes with an error, and later ones
+// fail at once. Only then does the reader's buffer go back to the pool.
+func (c *serverCall) finish() {
+	c.st.Close()
+	c.rmu.Lock()
+	c.over = true
+	c.request = nil
+	c.r.release()
+	c.rmu.Unlock()
 }
 
 func (c *serverCall) serveStream() {
@@ -343,13 +373,18 @@ func (c *serverCall) sendError(err error) error {
 }
 
 // RecvMsg receives the caller's next message into m, or io.EOF once the
-// caller has ended its direction.
+// caller has ended its direction. Once the call has ended it fails
+// without reading.
 func (c *serverCall) RecvMsg(m any) error {
-	if c.clientEnded {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	switch {
+	case c.clientEnded:
 		return io.EOF
-	}
-	if c.recvErr != nil {
+	case c.recvErr != nil:
 		return c.recvErr
+	case c.over:
+		return errReadAfterEnd
 	}
 	kind, payload, err := c.r.next()
 	if err != nil {
@@ -382,7 +417,7 @@ func (c *serverCall) RecvMsg(m any) error {
 // broken the protocol. A request over the size limit ends the call at
 // once with s, the trailer first, then the stream is closed, which resets
 // the caller's direction, whose rest was not read (PROTOCOL.md, section
-// 13): so the caller learns ResourceExhausted.
+// 13): so the caller learns ResourceExhausted. The caller holds c.rmu.
 func (c *serverCall) recvFailed(s *status.Status) error {
 	c.recvErr = s.Err()
 	if s.Code() == codes.ResourceExhausted {
