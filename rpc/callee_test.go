@@ -2,8 +2,10 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -98,5 +100,109 @@ func TestHandlerRecvAfterReturnTouchesNoPooledBuffer(t *testing.T) {
 			t.Fatalf("a receiving goroutine decoded a corrupt request: %s", m)
 		default:
 		}
+	})
+}
+
+// TestCalleeEndsCallAtItsDeadline makes calls whose caller never resets
+// the stream, as if its RESET were lost: the callee itself ends each
+// call at its deadline with DEADLINE_EXCEEDED, whatever the handler
+// does, and the handler's Send and Recv fail with DeadlineExceeded.
+func TestCalleeEndsCallAtItsDeadline(t *testing.T) {
+	const deadline = 300 * time.Millisecond
+	const margin = 5 * time.Second // generous: the machine is shared
+	msg, _ := appendMessage(nil, wrapperspb.String("x"), 1<<20)
+	end := appendEmptyPart(nil, partClientEnd)
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		handlerErr := make(chan error, 1)
+		report := func(err error) error {
+			select {
+			case handlerErr <- err:
+			default: // a report no subtest awaited, as the call never ended
+			}
+			return err
+		}
+		srv := NewServer(muxOpt(tr))
+		srv.RegisterService(&echoDesc, &funcEcho{
+			serverStream: func(in *wrapperspb.StringValue, s ServerStreamingServer[wrapperspb.StringValue]) error {
+				out := wrapperspb.String("tick")
+				if in.Value == "big" {
+					out = wrapperspb.String(strings.Repeat("t", 64<<10))
+				}
+				for {
+					if err := s.Send(out); err != nil {
+						return report(err)
+					}
+					if in.Value != "big" {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			},
+			bidi: func(s BidiStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error {
+				_, err := s.Recv()
+				return report(err)
+			},
+		})
+		p := dial(t, serve(t, srv), muxOpt(tr))
+		header := func(method string, timeout time.Duration) []byte {
+			return appendCallHeader(nil, "/test.Echo/"+method, timeout, nil)
+		}
+		wantEndedInTime := func(t *testing.T, st *mux.Stream, start time.Time) {
+			t.Helper()
+			a, err := readAnswer(st)
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			wantStatus(t, a.status, codes.DeadlineExceeded, "")
+			if took := time.Since(start); took > margin {
+				t.Fatalf("the call ended after %v, its deadline was %v", took, deadline)
+			}
+		}
+
+		t.Run("server-streaming handler that never stops", func(t *testing.T) {
+			start := time.Now()
+			st := openCall(t, ctx, p, rawParts(header("ServerStream", deadline), msg, end), true)
+			wantEndedInTime(t, st, start)
+			wantStatus(t, await(t, handlerErr, margin, "the handler's Send to fail"), codes.DeadlineExceeded, "")
+		})
+		t.Run("bidi handler waiting for a request", func(t *testing.T) {
+			start := time.Now()
+			st := openCall(t, ctx, p, header("Bidi", deadline), false)
+			wantEndedInTime(t, st, start)
+			wantStatus(t, await(t, handlerErr, margin, "the handler's Recv to fail"), codes.DeadlineExceeded, "")
+			if tr == mux.Smux {
+				return // no resets on smux: the callee closes the stream
+			}
+			// The trailer came first, then the callee reset the stream,
+			// whose caller had not ended its direction.
+			eventually(t, margin, "the caller's writes to fail", func() bool {
+				_, err := st.Write(msg)
+				var reset *mux.ResetError
+				return errors.As(err, &reset)
+			})
+		})
+		t.Run("unary answered after its deadline", func(t *testing.T) {
+			start := time.Now()
+			st := openCall(t, ctx, p, rawParts(header("Unary", time.Microsecond), msg, end), true)
+			wantEndedInTime(t, st, start)
+		})
+		t.Run("server-streaming caller that reads nothing", func(t *testing.T) {
+			start := time.Now()
+			st := openCall(t, ctx, p, rawParts(header("ServerStream", deadline), part(partMessage, 0x0a, 3, 'b', 'i', 'g'), end), true)
+			wantStatus(t, await(t, handlerErr, margin, "the handler's Send to fail"), codes.DeadlineExceeded, "")
+			if took := time.Since(start); took > margin {
+				t.Fatalf("the handler's Send failed after %v, the deadline was %v", took, deadline)
+			}
+			// Its window full, the callee could not send the trailer: it
+			// reset the stream instead, or closed it on smux.
+			a, err := readAnswer(st)
+			var reset *mux.ResetError
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				t.Fatal("the call's stream never ended")
+			case tr == mux.Native && (!errors.As(err, &reset) || reset.Code != resetDeadlineExceeded):
+				t.Fatalf("got %+v, %v; want the stream reset with code %#x", a, err, resetDeadlineExceeded)
+			}
+		})
 	})
 }

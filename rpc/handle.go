@@ -119,6 +119,18 @@ func (p *Peer) handle(st *mux.Stream) {
 		c.fail(status.New(codes.Unimplemented, msg))
 		return
 	}
+	if h.timeout > 0 {
+		expired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			defer close(expired)
+			c.expire()
+		})
+		defer func() {
+			if !stop() {
+				<-expired // the stream ends as expire decides, not by a close of ours
+			}
+		}()
+	}
 	if st.OnAbort(c.cancel) != nil {
 		c.watchAbort = true
 	}
@@ -151,6 +163,9 @@ func (c *serverCall) serveUnary() {
 	}
 	c.endOfRequests()
 	resp, err := c.m.unary.Handler(c.m.svc.impl, c, c.decodeRequest, c.peer.srv.unaryInt)
+	if err == nil {
+		err = c.overdue()
+	}
 	if err != nil {
 		c.fail(handlerStatus(err))
 		return
@@ -158,6 +173,10 @@ func (c *serverCall) serveUnary() {
 	bp := getBuf()
 	defer putBuf(bp)
 	c.mu.Lock()
+	if c.ended { // at its deadline, say
+		c.mu.Unlock()
+		return
+	}
 	b := c.appendPendingHeader((*bp)[:0])
 	b, err = appendMessage(b, resp, c.peer.srv.cfg.peer.maxSend)
 	if err != nil {
@@ -190,6 +209,16 @@ func (c *serverCall) decodeRequest(m any) error {
 // ended.
 var errReadAfterEnd = status.Error(codes.Canceled, "rpc: request read after the call ended")
 
+// overdue returns context.DeadlineExceeded once the call's deadline has
+// passed: the call has ended for the caller by then, so a handler that
+// succeeds too late fails it all the same.
+func (c *serverCall) overdue() error {
+	if err := c.Err(); err == context.DeadlineExceeded {
+		return err
+	}
+	return nil
+}
+
 // finish ends the call's stream, then the reading of the caller's parts:
 // a RecvMsg blocked on the stream wakes with an error, and later ones
 // fail at once. Only then does the reader's buffer go back to the pool.
@@ -202,6 +231,34 @@ func (c *serverCall) finish() {
 	c.rmu.Unlock()
 }
 
+// trailerGrace bounds how long a call past its deadline waits to write
+// its trailer while the caller's window is full; then it resets the
+// stream instead.
+const trailerGrace = 100 * time.Millisecond
+
+// expire ends the call when its deadline has passed, whatever its handler
+// is doing (PROTOCOL.md, section 16): the trailer with DEADLINE_EXCEEDED,
+// then the stream is closed, which resets the caller's direction if it is
+// still open and fails the handler's SendMsg and RecvMsg. When the
+// trailer cannot be written within trailerGrace, the caller not reading,
+// the stream is reset with code DEADLINE_EXCEEDED instead. It runs on a
+// goroutine of its own once the call's context has ended, and handle
+// waits for it before it closes the stream itself.
+func (c *serverCall) expire() {
+	if c.Err() != context.DeadlineExceeded {
+		return // cancelled: the caller or the session has gone
+	}
+	c.st.SetWriteDeadline(time.Now().Add(trailerGrace))
+	switch err := c.fail(status.FromContextError(context.DeadlineExceeded)); {
+	case err == errCallEnded:
+		// The handler's trailer is out or on its way; handle closes.
+	case err != nil:
+		c.st.Reset(resetDeadlineExceeded)
+	default:
+		c.st.Close()
+	}
+}
+
 func (c *serverCall) serveStream() {
 	sd := c.m.stream
 	var err error
@@ -210,6 +267,9 @@ func (c *serverCall) serveStream() {
 		err = si(c.m.svc.impl, c, info, sd.Handler)
 	} else {
 		err = sd.Handler(c.m.svc.impl, c)
+	}
+	if err == nil {
+		err = c.overdue()
 	}
 	c.fail(handlerStatus(err))
 }
@@ -276,22 +336,27 @@ func (c *serverCall) readStatus(err error) *status.Status {
 	return status.New(codes.Canceled, "call aborted by the caller: "+err.Error())
 }
 
+// errCallEnded is what fail returns when the call had ended already.
+var errCallEnded = errors.New("rpc: the call has ended")
+
 // fail ends the call with s, unless it has ended: the pending header,
-// then the trailer, in one write that also ends the stream.
-func (c *serverCall) fail(s *status.Status) {
+// then the trailer, in one write that also ends the stream. It returns
+// the write's error, or errCallEnded.
+func (c *serverCall) fail(s *status.Status) error {
 	bp := getBuf()
 	defer putBuf(bp)
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
-		return
+		return errCallEnded
 	}
 	c.ended = true
 	b := c.appendPendingHeader((*bp)[:0])
 	b = appendTrailer(b, statusTrailer(s, c.trailer))
 	c.mu.Unlock()
 	*bp = b
-	c.st.WriteLast(b)
+	_, err := c.st.WriteLast(b)
+	return err
 }
 
 // appendPendingHeader appends the response header if it is due and not
@@ -350,6 +415,9 @@ func (c *serverCall) SendMsg(m any) error {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
+		if err := c.Err(); err != nil {
+			return status.FromContextError(err).Err() // DeadlineExceeded, say
+		}
 		return status.Error(codes.Internal, "rpc: SendMsg after the call ended")
 	}
 	b := c.appendPendingHeader((*bp)[:0])
