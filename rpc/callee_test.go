@@ -206,3 +206,28 @@ func TestCalleeEndsCallAtItsDeadline(t *testing.T) {
 		})
 	})
 }
+
+// TestEndPartWithPayloadIsMalformed sends calls whose end part carries a
+// payload, which would overwrite a unary request read before it: each
+// call fails with INVALID_ARGUMENT instead of being served.
+func TestEndPartWithPayloadIsMalformed(t *testing.T) {
+	msg, _ := appendMessage(nil, wrapperspb.String("request"), 1<<20)
+	endWithPayload := part(partClientEnd, 0x0a, 0x01, 'Z') // StringValue{"Z"}
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 20*time.Second)
+		srv := NewServer(muxOpt(tr))
+		srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
+		p := dial(t, serve(t, srv), muxOpt(tr))
+		for _, method := range []string{"Unary", "ServerStream", "ClientStream", "Bidi"} {
+			t.Run(method, func(t *testing.T) {
+				hdr := appendCallHeader(nil, "/test.Echo/"+method, 0, nil)
+				tl, err := rawCall(ctx, p, rawParts(hdr, msg, endWithPayload), false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantStatus(t, tl.err(), codes.InvalidArgument, "end part with a payload")
+				checkEcho(t, ctx, p, "server")
+			})
+		}
+	})
+}

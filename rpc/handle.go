@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -548,4 +547,3 @@ func statusTrailer(s *status.Status, md metadata.MD) *trailer {
 }
 
 var _ ServerStream = (*serverCall)(nil)
-var _ = fmt.Sprintf

@@ -2,15 +2,77 @@ package rpc
 
 import (
 	"context"
+	"io"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
 )
 
-// A peer that speaks the call layer by hand, on a real session over
-// loopback TCP: a raw caller writes its parts on a stream it opens and
-// never resets it.
+// Peers that speak the call layer by hand, on real sessions over loopback
+// TCP: a raw caller writes its parts on a stream it opens and never resets
+// it; a raw callee answers calls with whatever bytes a test chooses.
+
+// rawCallee returns a Peer dialed to a session whose other side serves
+// every call stream with answer, on transport tr. The session, and the
+// goroutines of answer, end with the test.
+func rawCallee(t testing.TB, tr mux.Transport, answer func(st *mux.Stream), opts ...DialOption) *Peer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answering atomic.Int64 // answers running
+	sessc := make(chan *mux.Session, 1)
+	go func() {
+		defer close(sessc)
+		conn, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			return
+		}
+		sess, err := mux.Server(conn, &mux.Config{Transport: tr})
+		if err != nil {
+			conn.Close()
+			return
+		}
+		sess.HandleType(StreamType, func(st *mux.Stream) {
+			answering.Add(1)
+			defer answering.Add(-1)
+			defer st.Close()
+			answer(st)
+		})
+		sessc <- sess
+	}()
+	p := dial(t, ln.Addr().String(), append([]DialOption{muxOpt(tr)}, opts...)...)
+	sess := <-sessc
+	if sess == nil {
+		t.Fatal("the raw callee's session did not start")
+	}
+	t.Cleanup(func() {
+		sess.Kill()
+		eventually(t, 10*time.Second, "the raw callee's answers to return", func() bool { return answering.Load() == 0 })
+	})
+	return p
+}
+
+// untilCallerGivesUp returns once the caller of st has reset the stream,
+// or closed it on smux, which has no resets, or after 10 s.
+func untilCallerGivesUp(st *mux.Stream) {
+	aborted := make(chan struct{})
+	if st.OnAbort(func() { close(aborted) }) != nil {
+		st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, st)
+		return
+	}
+	select {
+	case <-aborted:
+	case <-time.After(10 * time.Second):
+	}
+}
+
 // openCall opens a call stream on p's session and writes wire on it, as
 // a caller would that never resets its streams; with last it then ends
 // the caller's direction where the transport can. The test closes the

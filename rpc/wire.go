@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
@@ -329,18 +330,42 @@ func (r *partReader) next() (byte, []byte, error) {
 	if uint64(size) > uint64(limit) {
 		return kind, nil, &errTooLarge{kind, size, limit}
 	}
-	if r.box == nil {
-		r.box = getBuf()
+	if kind == partClientEnd && size != 0 {
+		return kind, nil, fmt.Errorf("%w: end part with a payload of %d bytes", errMalformed, size)
 	}
-	if cap(*r.box) < int(size) {
-		*r.box = make([]byte, size, max(int(size), 2*cap(*r.box)))
-	}
-	p := (*r.box)[:size]
-	if err := r.readFull(p); err != nil {
+	p, err := r.readPayload(int(size))
+	if err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			err = fmt.Errorf("%w: stream ended inside a part", errMalformed)
 		}
 		return kind, nil, err
 	}
 	return kind, p, nil
+}
+
+// minPayloadGrowth is the least a payload buffer grows by.
+const minPayloadGrowth = 4 << 10
+
+// readPayload reads a payload of n bytes into the reader's buffer. The
+// buffer grows as the bytes arrive, each time by at most what has been
+// read so far (or minPayloadGrowth): a length prefix costs its sender
+// five bytes, and must not make this side allocate the size it announces.
+func (r *partReader) readPayload(n int) ([]byte, error) {
+	if r.box == nil {
+		r.box = getBuf()
+	}
+	p := (*r.box)[:0]
+	for len(p) < n {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, min(n-len(p), max(len(p), minPayloadGrowth)))
+		}
+		end := min(n, cap(p))
+		err := r.readFull(p[len(p):end])
+		*r.box = p // keep what grew, for the next part and for release
+		if err != nil {
+			return nil, err
+		}
+		p = p[:end]
+	}
+	return p, nil
 }

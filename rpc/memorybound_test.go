@@ -1,0 +1,110 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// What a peer costs the other side must be bounded by what it sends, not
+// by what it claims it will send.
+
+// lyingPrefix is a MESSAGE prefix announcing 4 MiB, the default limit,
+// and the only 20 bytes of its payload that ever come.
+var lyingPrefix = rawParts([]byte{partMessage, 0x00, 0x40, 0x00, 0x00}, []byte("0123456789abcdefghij"))
+
+// TestAnnouncedMessageSizeIsNotAllocatedUpFront has 50 calls each send a
+// message prefix of 4 MiB and 20 bytes of the message, to a callee and,
+// from a callee, to a caller. The receiver's memory grows with the bytes
+// that came, not with the sizes announced (200 MiB in all), and each
+// call still ends with a clear status: at its deadline, or when the
+// stream ends inside the message.
+func TestAnnouncedMessageSizeIsNotAllocatedUpFront(t *testing.T) {
+	const calls = 50
+	const bound = 32 << 20
+	const deadline = 500 * time.Millisecond
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		t.Run("callee", func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			srv := NewServer(muxOpt(tr))
+			srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
+			p := dial(t, serve(t, srv), muxOpt(tr))
+			wire := rawParts(appendCallHeader(nil, "/test.Echo/Unary", deadline, nil), lyingPrefix)
+			errs := make([]error, calls)
+			allocated := allocatedDuring(func() {
+				var wg sync.WaitGroup
+				for i := range calls {
+					st := openCall(t, ctx, p, wire, false)
+					// On the native transport, half the calls end their
+					// stream inside the message.
+					endEarly := tr == mux.Native && i%2 == 0
+					if endEarly {
+						st.CloseWrite()
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						a, err := readAnswer(st)
+						switch {
+						case err != nil:
+							errs[i] = fmt.Errorf("reading the answer: %w", err)
+						case endEarly && status.Code(a.status) != codes.InvalidArgument:
+							errs[i] = fmt.Errorf("a call whose stream ended inside its request: got %v, want InvalidArgument", a.status)
+						case !endEarly && status.Code(a.status) != codes.DeadlineExceeded:
+							errs[i] = fmt.Errorf("a call whose request never came: got %v, want DeadlineExceeded", a.status)
+						}
+					}()
+				}
+				wg.Wait()
+			})
+			for _, err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if allocated > bound {
+				t.Errorf("the calls allocated %d MiB", allocated>>20)
+			}
+			checkEcho(t, ctx, p, "server")
+		})
+		t.Run("caller", func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			p := rawCallee(t, tr, func(st *mux.Stream) {
+				st.Write(lyingPrefix)
+				untilCallerGivesUp(st)
+			})
+			errs := make([]error, calls)
+			allocated := allocatedDuring(func() {
+				var wg sync.WaitGroup
+				for i := range calls {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						callCtx, cancel := context.WithTimeout(ctx, deadline)
+						defer cancel()
+						_, err := echoClient{p}.Unary(callCtx, wrapperspb.String("x"))
+						if status.Code(err) != codes.DeadlineExceeded {
+							errs[i] = fmt.Errorf("got %v, want DeadlineExceeded", err)
+						}
+					}()
+				}
+				wg.Wait()
+			})
+			for _, err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if allocated > bound {
+				t.Errorf("the calls allocated %d MiB", allocated>>20)
+			}
+		})
+	})
+}
