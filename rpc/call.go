@@ -12,8 +12,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Invoke calls method ("/package.Service/Method") on the other side with
@@ -205,12 +203,12 @@ func resetCode(ctx context.Context) uint32 {
 	return resetCanceled
 }
 
-// err returns the call's error that the trailer carries.
+// err returns the call's error that the trailer carries. The details
+// alias the trailer's payload until FromProto copies them, once.
 func (t *trailer) err() error {
 	s := &status.Status{Code: int32(t.code), Message: t.message}
 	for _, d := range t.details {
-		a := new(anypb.Any)
-		if proto.Unmarshal(d, a) == nil {
+		if a, ok := parseAny(d); ok {
 			s.Details = append(s.Details, a)
 		}
 	}

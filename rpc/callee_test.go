@@ -10,10 +10,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -228,6 +230,30 @@ func TestEndPartWithPayloadIsMalformed(t *testing.T) {
 				wantStatus(t, tl.err(), codes.InvalidArgument, "end part with a payload")
 				checkEcho(t, ctx, p, "server")
 			})
+		}
+	})
+}
+
+// TestStatusMessageIsSentAsValidUTF8 fails calls with status messages
+// that are not valid UTF-8: the message, a protobuf string, reaches the
+// caller with U+FFFD in place of each invalid sequence, as in gRPC, so
+// that the status can be marshalled.
+func TestStatusMessageIsSentAsValidUTF8(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 10*time.Second)
+		srv := NewServer(muxOpt(tr))
+		srv.RegisterService(&echoDesc, &funcEcho{unary: func(context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			return nil, status.Error(codes.Aborted, "bad \xff\xfe bytes")
+		}})
+		p := dial(t, serve(t, srv), muxOpt(tr))
+		_, err := echoClient{p}.Unary(ctx, wrapperspb.String("x"))
+		wantStatus(t, err, codes.Aborted, "bad \uFFFD bytes")
+		s := status.Convert(err)
+		if !utf8.ValidString(s.Message()) {
+			t.Fatalf("status message %q is not valid UTF-8", s.Message())
+		}
+		if _, err := proto.Marshal(s.Proto()); err != nil {
+			t.Fatalf("the status does not marshal: %v", err)
 		}
 	})
 }

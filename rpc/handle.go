@@ -538,6 +538,9 @@ func statusTrailer(s *status.Status, md metadata.MD) *trailer {
 	t := &trailer{code: s.Code(), message: s.Message(), md: md}
 	if s.Code() != codes.OK {
 		for _, d := range s.Proto().GetDetails() {
+			if len(t.details) == maxStatusDetails {
+				break
+			}
 			if b, err := proto.Marshal(d); err == nil {
 				t.details = append(t.details, b)
 			}

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -106,5 +108,40 @@ func TestAnnouncedMessageSizeIsNotAllocatedUpFront(t *testing.T) {
 				t.Errorf("the calls allocated %d MiB", allocated>>20)
 			}
 		})
+	})
+}
+
+// TestTrailerOfManyDetailsCostsLittle answers a call with a trailer of
+// 1 MiB holding half a million empty status details: the caller keeps a
+// bounded number of them, allocates a small multiple of the trailer's
+// size, and still reports the status's code and message.
+func TestTrailerOfManyDetailsCostsLittle(t *testing.T) {
+	b, start := beginPart(nil, partTrailer)
+	b = protowire.AppendTag(b, fieldTrailerCode, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(codes.Aborted))
+	b = protowire.AppendTag(b, fieldTrailerMessage, protowire.BytesType)
+	b = protowire.AppendString(b, "many details")
+	for len(b)-start < maxHeaderBytes-2 {
+		b = protowire.AppendTag(b, fieldTrailerDetails, protowire.BytesType)
+		b = protowire.AppendBytes(b, nil)
+	}
+	manyDetails := endPart(b, start)
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 20*time.Second)
+		p := rawCallee(t, tr, func(st *mux.Stream) {
+			st.WriteLast(manyDetails)
+			io.Copy(io.Discard, st)
+		})
+		var err error
+		allocated := allocatedDuring(func() {
+			_, err = echoClient{p}.Unary(ctx, wrapperspb.String("x"))
+		})
+		wantStatus(t, err, codes.Aborted, "many details")
+		if n := len(status.Convert(err).Details()); n > maxStatusDetails {
+			t.Errorf("the status kept %d details", n)
+		}
+		if allocated > 8<<20 {
+			t.Errorf("a trailer of 1 MiB cost the caller %d MiB", allocated>>20)
+		}
 	})
 }

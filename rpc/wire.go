@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // The call layer's wire format (PROTOCOL.md, part two). A call's stream
@@ -34,6 +37,12 @@ const partPrefixLen = 5
 
 // maxHeaderBytes bounds call headers, response headers and trailers.
 const maxHeaderBytes = 1 << 20
+
+// maxStatusDetails bounds the details of a status: a trailer's further
+// details are neither sent nor kept (PROTOCOL.md, section 14), so that a
+// trailer of many tiny details cannot cost its receiver an allocation
+// each.
+const maxStatusDetails = 64
 
 // Reset codes a caller uses to abort a call: 0x100 plus the gRPC code.
 const (
@@ -143,7 +152,7 @@ func parseResponseHeader(p []byte) (metadata.MD, error) {
 type trailer struct {
 	code    codes.Code
 	message string
-	details [][]byte // each a serialized google.protobuf.Any
+	details [][]byte // each a serialized google.protobuf.Any; at most maxStatusDetails
 	md      metadata.MD
 }
 
@@ -155,9 +164,9 @@ func appendTrailer(b []byte, t *trailer) []byte {
 	}
 	if t.message != "" {
 		b = protowire.AppendTag(b, fieldTrailerMessage, protowire.BytesType)
-		b = protowire.AppendString(b, t.message)
+		b = protowire.AppendString(b, validUTF8(t.message))
 	}
-	for _, d := range t.details {
+	for _, d := range t.details[:min(len(t.details), maxStatusDetails)] {
 		b = protowire.AppendTag(b, fieldTrailerDetails, protowire.BytesType)
 		b = protowire.AppendBytes(b, d)
 	}
@@ -165,6 +174,8 @@ func appendTrailer(b []byte, t *trailer) []byte {
 	return endPart(b, start)
 }
 
+// parseTrailer decodes a trailer part. Its details alias p: use them
+// before p is reused. Details past maxStatusDetails are skipped.
 func parseTrailer(p []byte) (trailer, error) {
 	var t trailer
 	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
@@ -175,15 +186,44 @@ func parseTrailer(p []byte) (trailer, error) {
 			}
 			t.code = codes.Code(x)
 		case num == fieldTrailerMessage && typ == protowire.BytesType:
-			t.message = string(v)
+			t.message = validUTF8(string(v))
 		case num == fieldTrailerDetails && typ == protowire.BytesType:
-			t.details = append(t.details, append([]byte(nil), v...))
+			if len(t.details) < maxStatusDetails {
+				t.details = append(t.details, v)
+			}
 		case num == fieldTrailerMetadata && typ == protowire.BytesType:
 			return addEntry(&t.md, v)
 		}
 		return nil
 	})
 	return t, err
+}
+
+// validUTF8 replaces the invalid UTF-8 sequences of a status message, a
+// protobuf string, with U+FFFD, as gRPC does.
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+// parseAny decodes a status detail, a serialized google.protobuf.Any,
+// whose value aliases p. It is for status.FromProto, which copies what
+// it is given: so the value is copied once, not twice.
+func parseAny(p []byte) (*anypb.Any, bool) {
+	a := new(anypb.Any)
+	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		switch num {
+		case 1: // type_url
+			if !utf8.Valid(v) {
+				return errMalformed
+			}
+			a.TypeUrl = string(v)
+		case 2: // value
+			a.Value = v
+		}
+		return nil
+	})
+	return a, err == nil
 }
 
 // appendMetadata appends one entry field per value of md.
