@@ -62,6 +62,10 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 	if err != nil {
 		return err
 	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if err := checkMetadata(md); err != nil {
+		return err
+	}
 	st, err := p.sess.OpenType(ctx, StreamType)
 	if err != nil {
 		return p.callError(ctx, true, err)
@@ -80,7 +84,6 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 		defer stop()
 	}
 	bp := getBuf()
-	md, _ := metadata.FromOutgoingContext(ctx)
 	b := appendCallHeader((*bp)[:0], method, timeout, md)
 	b, err = appendRequest(b, req, cfg.maxSend)
 	if err != nil {
@@ -232,6 +235,10 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 	if err != nil {
 		return nil, err
 	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if err := checkMetadata(md); err != nil {
+		return nil, err
+	}
 	p.callStarts()
 	st, err := p.sess.OpenType(ctx, StreamType)
 	if err != nil {
@@ -240,7 +247,6 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 	}
 	cs := &clientStream{ctx: ctx, p: p, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
 	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv}
-	md, _ := metadata.FromOutgoingContext(ctx)
 	cs.pending = appendCallHeader(nil, method, timeout, md)
 	if desc.ClientStreams {
 		// The callee may speak first: let it start the handler now.

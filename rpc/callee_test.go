@@ -14,6 +14,7 @@ import (
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -254,6 +255,58 @@ func TestStatusMessageIsSentAsValidUTF8(t *testing.T) {
 		}
 		if _, err := proto.Marshal(s.Proto()); err != nil {
 			t.Fatalf("the status does not marshal: %v", err)
+		}
+	})
+}
+
+// TestSetHeaderWithNothingAfterSendHeader sets empty header metadata
+// after the header went out, which gRPC accepts as adding nothing; more
+// metadata then still fails with Internal.
+func TestSetHeaderWithNothingAfterSendHeader(t *testing.T) {
+	check := func(setHeader func(metadata.MD) error) error {
+		for _, md := range []metadata.MD{nil, {}} {
+			if err := setHeader(md); err != nil {
+				return fmt.Errorf("SetHeader(%#v) after SendHeader: %w", md, err)
+			}
+		}
+		if err := setHeader(metadata.Pairs("late", "x")); status.Code(err) != codes.Internal {
+			return fmt.Errorf("SetHeader with metadata after SendHeader: got %v, want Internal", err)
+		}
+		return nil
+	}
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 10*time.Second)
+		srv := NewServer(muxOpt(tr))
+		srv.RegisterService(&echoDesc, &funcEcho{
+			unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+				if err := SendHeader(ctx, metadata.Pairs("h", "1")); err != nil {
+					return nil, err
+				}
+				if err := check(func(md metadata.MD) error { return SetHeader(ctx, md) }); err != nil {
+					return nil, status.Error(codes.Unknown, err.Error())
+				}
+				return in, nil
+			},
+			serverStream: func(in *wrapperspb.StringValue, s ServerStreamingServer[wrapperspb.StringValue]) error {
+				if err := s.SendHeader(metadata.Pairs("h", "1")); err != nil {
+					return err
+				}
+				if err := check(s.SetHeader); err != nil {
+					return status.Error(codes.Unknown, err.Error())
+				}
+				return s.Send(in)
+			},
+		})
+		c := echoClient{dial(t, serve(t, srv), muxOpt(tr))}
+		if _, err := c.Unary(ctx, wrapperspb.String("x")); err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.ServerStream(ctx, wrapperspb.String("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -371,8 +371,16 @@ func (c *serverCall) appendPendingHeader(b []byte) []byte {
 }
 
 // SetHeader adds header metadata, sent with the first message, the
-// trailer, or SendHeader.
+// trailer, or SendHeader. Empty metadata is nothing to add, even once the
+// header is out; metadata that breaks the rules of keys and values
+// (PROTOCOL.md, section 14) fails with Internal, as in gRPC.
 func (c *serverCall) SetHeader(md metadata.MD) error {
+	if md.Len() == 0 {
+		return nil
+	}
+	if err := checkMetadata(md); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.headerSent {
@@ -384,6 +392,9 @@ func (c *serverCall) SetHeader(md metadata.MD) error {
 
 // SendHeader sends the header metadata, with md added, now.
 func (c *serverCall) SendHeader(md metadata.MD) error {
+	if err := checkMetadata(md); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if c.headerSent {
 		c.mu.Unlock()
@@ -399,11 +410,22 @@ func (c *serverCall) SendHeader(md metadata.MD) error {
 	return nil
 }
 
-// SetTrailer adds trailer metadata, sent when the call ends.
-func (c *serverCall) SetTrailer(md metadata.MD) {
+// SetTrailer adds trailer metadata, sent when the call ends. Metadata
+// that breaks the rules of keys and values is left out whole; the
+// package's SetTrailer reports it.
+func (c *serverCall) SetTrailer(md metadata.MD) { c.setTrailer(md) }
+
+func (c *serverCall) setTrailer(md metadata.MD) error {
+	if md.Len() == 0 {
+		return nil
+	}
+	if err := checkMetadata(md); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	c.trailer = metadata.Join(c.trailer, md)
 	c.mu.Unlock()
+	return nil
 }
 
 // SendMsg sends one response message, waiting while the caller's window is
@@ -520,8 +542,7 @@ func SetTrailer(ctx context.Context, md metadata.MD) error {
 	if c == nil {
 		return status.Error(codes.Internal, "rpc: SetTrailer outside a handler")
 	}
-	c.SetTrailer(md)
-	return nil
+	return c.setTrailer(md)
 }
 
 // Method returns the full method name of the call that ctx belongs to.

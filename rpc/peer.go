@@ -12,6 +12,7 @@ import (
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 )
 
@@ -102,6 +103,7 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 		}
 	}
 	base := context.WithValue(peer.NewContext(context.Background(), &p.info), peerKey{}, p)
+	base = metadata.NewIncomingContext(base, noMetadata) // what calls without metadata see
 	p.ctx, p.cancel = context.WithCancel(base)
 	if p.srv != nil {
 		p.srv.startServing()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Peers that speak the call layer by hand, on real sessions over loopback
@@ -124,4 +125,27 @@ func readAnswer(st *mux.Stream) (a answer, err error) {
 			return a, nil
 		}
 	}
+}
+
+// callHeaderWith makes a call header whose metadata entries are the pairs
+// kv, exactly as given: appendCallHeader would leave reserved keys out.
+func callHeaderWith(method string, kv ...string) []byte {
+	b, start := beginPart(nil, partCallHeader)
+	b = protowire.AppendTag(b, fieldCallMethod, protowire.BytesType)
+	b = protowire.AppendString(b, method)
+	b = appendEntries(b, fieldCallMetadata, kv...)
+	return endPart(b, start)
+}
+
+// appendEntries appends the pairs kv as metadata entries of field.
+func appendEntries(b []byte, field protowire.Number, kv ...string) []byte {
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = protowire.AppendTag(b, field, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(entrySize(kv[i], kv[i+1])))
+		b = protowire.AppendTag(b, fieldEntryKey, protowire.BytesType)
+		b = protowire.AppendString(b, kv[i])
+		b = protowire.AppendTag(b, fieldEntryValue, protowire.BytesType)
+		b = protowire.AppendString(b, kv[i+1])
+	}
+	return b
 }

@@ -226,9 +226,13 @@ func parseAny(p []byte) (*anypb.Any, bool) {
 	return a, err == nil
 }
 
-// appendMetadata appends one entry field per value of md.
+// appendMetadata appends one entry field per value of md, leaving out
+// reserved keys (see reservedKey).
 func appendMetadata(b []byte, field protowire.Number, md metadata.MD) []byte {
 	for k, vs := range md {
+		if reservedKey(k) {
+			continue
+		}
 		for _, v := range vs {
 			b = protowire.AppendTag(b, field, protowire.BytesType)
 			b = protowire.AppendVarint(b, uint64(entrySize(k, v)))
@@ -245,7 +249,9 @@ func entrySize(k, v string) int {
 	return 2 + protowire.SizeBytes(len(k)) + protowire.SizeBytes(len(v))
 }
 
-// addEntry decodes one metadata entry into *md, making the map on first use.
+// addEntry decodes one metadata entry into *md, making the map on first
+// use. An entry with a reserved key is dropped; one that breaks the rules
+// of keys and values (see checkPair) is malformed.
 func addEntry(md *metadata.MD, p []byte) error {
 	var key, value []byte
 	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
@@ -262,14 +268,17 @@ func addEntry(md *metadata.MD, p []byte) error {
 	if err != nil {
 		return err
 	}
-	if len(key) == 0 {
-		return fmt.Errorf("%w: metadata entry without a key", errMalformed)
+	k, v := string(key), string(value)
+	if reservedKey(k) {
+		return nil
+	}
+	if err := checkPair(k, v); err != nil {
+		return fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	if *md == nil {
 		*md = metadata.MD{}
 	}
-	k := string(key)
-	(*md)[k] = append((*md)[k], string(value))
+	(*md)[k] = append((*md)[k], v)
 	return nil
 }
 
