@@ -213,8 +213,8 @@ func TestGarbageParts(t *testing.T) {
 		{"call header of 4 GiB", rawParts([]byte{partCallHeader}, huge, []byte("junk")), false, codes.ResourceExhausted, "larger than max"},
 		{"call header not protobuf", rawParts(part(partCallHeader, notProto...), msg, end), false, codes.InvalidArgument, "malformed"},
 		{"call header without a method", rawParts(part(partCallHeader), msg, end), false, codes.InvalidArgument, "without a method"},
-		{"request not protobuf", rawParts(hdr, part(partMessage, notProto...), end), false, codes.InvalidArgument, "malformed request for /test.Echo/Unary"},
-		{"server-streaming request not protobuf", rawParts(hdrSS, part(partMessage, notProto...), end), false, codes.InvalidArgument, "malformed request for /test.Echo/ServerStream"},
+		{"request not protobuf", rawParts(hdr, part(partMessage, notProto...), end), false, codes.Internal, "malformed request for /test.Echo/Unary"},
+		{"server-streaming request not protobuf", rawParts(hdrSS, part(partMessage, notProto...), end), false, codes.Internal, "malformed request for /test.Echo/ServerStream"},
 		{"request of 4 GiB", rawParts(hdr, []byte{partMessage}, huge, []byte("junk")), false, codes.ResourceExhausted, "larger than max"},
 		{"truncated request", rawParts(hdr, msg[:len(msg)-1]), true, codes.InvalidArgument, "inside a part"},
 		{"two requests on a unary call", rawParts(hdr, msg, msg, end), false, codes.InvalidArgument, "more than one request"},
@@ -282,7 +282,7 @@ func allocatedDuring(f func()) uint64 {
 
 // TestMalformedRequest sends, through the normal client, requests that are
 // not valid encodings of the method's input type, by unary and streaming
-// calls in both directions: InvalidArgument naming the method.
+// calls in both directions: Internal naming the method, as in gRPC.
 func TestMalformedRequest(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		ctx := testCtx(t, 20*time.Second)
@@ -301,7 +301,7 @@ func TestMalformedRequest(t *testing.T) {
 		}{{"clientToServer", p, "server"}, {"serverToClient", onlyPeer(t, srv), "client"}} {
 			t.Run(cc.name, func(t *testing.T) {
 				err := cc.cc.Invoke(ctx, "/test.Echo/Unary", bad, new(wrapperspb.StringValue))
-				wantStatus(t, err, codes.InvalidArgument, "malformed request for /test.Echo/Unary")
+				wantStatus(t, err, codes.Internal, "malformed request for /test.Echo/Unary")
 				s, err := cc.cc.NewStream(ctx, &echoDesc.Streams[2], "/test.Echo/Bidi")
 				if err != nil {
 					t.Fatal(err)
@@ -310,7 +310,7 @@ func TestMalformedRequest(t *testing.T) {
 					t.Fatal(err)
 				}
 				err = s.RecvMsg(new(wrapperspb.StringValue))
-				wantStatus(t, err, codes.InvalidArgument, "malformed request for /test.Echo/Bidi")
+				wantStatus(t, err, codes.Internal, "malformed request for /test.Echo/Bidi")
 				checkEcho(t, ctx, cc.cc, cc.who)
 			})
 		}

@@ -104,7 +104,7 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 	// stream, and the trailer stays readable. Read on to find it.
 	writeErr := err
 
-	r := partReader{st: st, maxMsg: cfg.maxRecv}
+	r := partReader{st: st, maxMsg: cfg.maxRecv, maxHeader: p.cfg.maxHeader}
 	defer r.release()
 	gotReply := false
 	for {
@@ -246,7 +246,7 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 		return nil, p.callError(ctx, true, err)
 	}
 	cs := &clientStream{ctx: ctx, p: p, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
-	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv}
+	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv, maxHeader: p.cfg.maxHeader}
 	cs.pending = appendCallHeader(nil, method, timeout, md)
 	if desc.ClientStreams {
 		// The callee may speak first: let it start the handler now.

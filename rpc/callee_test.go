@@ -310,3 +310,71 @@ func TestSetHeaderWithNothingAfterSendHeader(t *testing.T) {
 		}
 	})
 }
+
+// TestMaxHeaderListSize bounds the call headers a server accepts, below
+// and above the default, and the response headers and trailers a client
+// accepts: what is over the limit fails the call with ResourceExhausted,
+// what is under it is served.
+func TestMaxHeaderListSize(t *testing.T) {
+	mdOf := func(n int) metadata.MD { return metadata.Pairs("big", strings.Repeat("m", n)) }
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 20*time.Second)
+		callWith := func(p *Peer, md metadata.MD) error {
+			_, err := echoClient{p}.Unary(metadata.NewOutgoingContext(ctx, md), wrapperspb.String("x"))
+			return err
+		}
+		t.Run("call headers", func(t *testing.T) {
+			small := NewServer(muxOpt(tr), MaxHeaderListSize(8<<10))
+			small.RegisterService(&echoDesc, &echoImpl{name: "server"})
+			p := dial(t, serve(t, small), muxOpt(tr))
+			wantStatus(t, callWith(p, mdOf(64<<10)), codes.ResourceExhausted, "header or trailer larger than max")
+			if err := callWith(p, mdOf(4<<10)); err != nil {
+				t.Fatal(err)
+			}
+			large := NewServer(muxOpt(tr), MaxHeaderListSize(4<<20))
+			large.RegisterService(&echoDesc, &echoImpl{name: "server"})
+			p = dial(t, serve(t, large), muxOpt(tr))
+			if err := callWith(p, mdOf(2<<20)); err != nil {
+				t.Fatalf("a 2 MiB call header under a limit of 4 MiB: %v", err)
+			}
+		})
+		t.Run("response headers and trailers", func(t *testing.T) {
+			srv := NewServer(muxOpt(tr))
+			srv.RegisterService(&echoDesc, &funcEcho{unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+				switch in.Value {
+				case "header":
+					return in, SetHeader(ctx, mdOf(64<<10))
+				case "trailer":
+					return in, SetTrailer(ctx, mdOf(64<<10))
+				}
+				return defaultEcho.Unary(ctx, in)
+			}})
+			p := dial(t, serve(t, srv), muxOpt(tr), MaxHeaderListSize(8<<10))
+			for _, which := range []string{"header", "trailer"} {
+				_, err := echoClient{p}.Unary(ctx, wrapperspb.String(which))
+				wantStatus(t, err, codes.ResourceExhausted, "header or trailer larger than max")
+			}
+			checkEcho(t, ctx, p, "server")
+		})
+	})
+}
+
+// TestCallHeaderTimeoutRoundsUp encodes call headers with timeouts that
+// are not whole microseconds: the callee's deadline must never come
+// before the caller's, so they round up.
+func TestCallHeaderTimeoutRoundsUp(t *testing.T) {
+	for _, tc := range []struct{ timeout, want time.Duration }{
+		{time.Nanosecond, time.Microsecond},
+		{1500 * time.Nanosecond, 2 * time.Microsecond},
+		{time.Second, time.Second},
+		{time.Second + time.Nanosecond, time.Second + time.Microsecond},
+	} {
+		h, err := parseCallHeader(appendCallHeader(nil, "/test.Echo/Unary", tc.timeout, nil)[partPrefixLen:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.timeout != tc.want {
+			t.Errorf("a timeout of %v went out as %v, want %v", tc.timeout, h.timeout, tc.want)
+		}
+	}
+}

@@ -79,10 +79,11 @@ func (p *Peer) handle(st *mux.Stream) {
 		return
 	}
 	defer p.end()
-	c := &serverCall{peer: p, st: st, r: partReader{st: st, maxMsg: p.cfg.maxRecv}}
+	cfg := &p.cfg
 	if p.srv != nil {
-		c.r.maxMsg = p.srv.cfg.peer.maxRecv
+		cfg = &p.srv.cfg.peer
 	}
+	c := &serverCall{peer: p, st: st, r: partReader{st: st, maxMsg: cfg.maxRecv, maxHeader: cfg.maxHeader}}
 	defer c.finish()
 	kind, payload, err := c.r.next()
 	if err != nil || kind != partCallHeader {
@@ -198,8 +199,14 @@ func (c *serverCall) decodeRequest(m any) error {
 	if c.over {
 		return errReadAfterEnd
 	}
-	if err := decodeMessage(c.request, m); err != nil {
-		return status.Errorf(codes.InvalidArgument, "malformed request for %s: %v", c.m.fullName, err)
+	return c.decode(c.request, m)
+}
+
+// decode decodes a request of the call into m: an undecodable request is
+// INTERNAL, as in gRPC.
+func (c *serverCall) decode(p []byte, m any) error {
+	if err := decodeMessage(p, m); err != nil {
+		return status.Errorf(codes.Internal, "malformed request for %s: %v", c.m.fullName, err)
 	}
 	return nil
 }
@@ -487,8 +494,8 @@ func (c *serverCall) RecvMsg(m any) error {
 	default:
 		return c.recvFailed(status.Newf(codes.InvalidArgument, "unexpected part %d from the caller", kind))
 	}
-	if err := decodeMessage(payload, m); err != nil {
-		return status.Errorf(codes.InvalidArgument, "malformed request for %s: %v", c.m.fullName, err)
+	if err := c.decode(payload, m); err != nil {
+		return err
 	}
 	if !c.m.stream.ClientStreams {
 		// One request only: its end part follows in the same write.

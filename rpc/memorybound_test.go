@@ -121,7 +121,7 @@ func TestTrailerOfManyDetailsCostsLittle(t *testing.T) {
 	b = protowire.AppendVarint(b, uint64(codes.Aborted))
 	b = protowire.AppendTag(b, fieldTrailerMessage, protowire.BytesType)
 	b = protowire.AppendString(b, "many details")
-	for len(b)-start < maxHeaderBytes-2 {
+	for len(b)-start < defaultMaxHeaderListSize-2 {
 		b = protowire.AppendTag(b, fieldTrailerDetails, protowire.BytesType)
 		b = protowire.AppendBytes(b, nil)
 	}

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"crypto/tls"
+	"math"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/metadata"
@@ -35,6 +36,7 @@ type peerConfig struct {
 	streamClient []StreamClientInterceptor
 	maxRecv      int
 	maxSend      int
+	maxHeader    int // see MaxHeaderListSize; 0: the default
 }
 
 type serverConfig struct {
@@ -69,6 +71,15 @@ func MaxRecvMsgSize(n int) Option { return bothOption(func(c *peerConfig) { c.ma
 // MaxSendMsgSize sets the largest message this side sends; larger ones fail
 // the call with ResourceExhausted. Default 4 MiB.
 func MaxSendMsgSize(n int) Option { return bothOption(func(c *peerConfig) { c.maxSend = n }) }
+
+// MaxHeaderListSize sets the largest call header, response header or
+// trailer this side accepts, in bytes as encoded, metadata and status
+// included; larger ones fail the call with ResourceExhausted before any
+// buffer is allocated. Default 1 MiB (gRPC-Go's default is 16 MiB); 0
+// restores it.
+func MaxHeaderListSize(n uint32) Option {
+	return bothOption(func(c *peerConfig) { c.maxHeader = int(min(n, math.MaxInt32)) })
+}
 
 // MuxConfig sets the configuration of the sessions under the calls: the
 // transport, windows, keepalive and limits. See mux.Config.

@@ -35,8 +35,9 @@ const (
 
 const partPrefixLen = 5
 
-// maxHeaderBytes bounds call headers, response headers and trailers.
-const maxHeaderBytes = 1 << 20
+// defaultMaxHeaderListSize bounds the call headers, response headers and
+// trailers a side accepts, unless MaxHeaderListSize says otherwise.
+const defaultMaxHeaderListSize = 1 << 20
 
 // maxStatusDetails bounds the details of a status: a trailer's further
 // details are neither sent nor kept (PROTOCOL.md, section 14), so that a
@@ -91,14 +92,16 @@ type callHeader struct {
 	md      metadata.MD
 }
 
-// appendCallHeader appends the call header part.
+// appendCallHeader appends the call header part. The timeout goes out in
+// whole microseconds, rounded up, so the callee's deadline is never
+// earlier than the caller's.
 func appendCallHeader(b []byte, method string, timeout time.Duration, md metadata.MD) []byte {
 	b, start := beginPart(b, partCallHeader)
 	b = protowire.AppendTag(b, fieldCallMethod, protowire.BytesType)
 	b = protowire.AppendString(b, method)
 	if timeout > 0 {
 		b = protowire.AppendTag(b, fieldCallTimeout, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(max(timeout.Microseconds(), 1)))
+		b = protowire.AppendVarint(b, uint64((timeout+time.Microsecond-1)/time.Microsecond))
 	}
 	b = appendMetadata(b, fieldCallMetadata, md)
 	return endPart(b, start)
@@ -316,10 +319,11 @@ func parseFields(p []byte, f func(num protowire.Number, typ protowire.Type, v []
 // partReader reads the parts of a call's stream. The payload it returns is
 // valid until the next call of next, and until release.
 type partReader struct {
-	st     *mux.Stream
-	maxMsg int
-	prefix [partPrefixLen]byte
-	box    *[]byte // the pooled buffer payloads are read into
+	st        *mux.Stream
+	maxMsg    int
+	maxHeader int // the limit of other parts; 0: defaultMaxHeaderListSize
+	prefix    [partPrefixLen]byte
+	box       *[]byte // the pooled buffer payloads are read into
 }
 
 // release returns the reader's buffer to the pool.
@@ -372,7 +376,10 @@ func (r *partReader) next() (byte, []byte, error) {
 		return 0, nil, err
 	}
 	kind, size := r.prefix[0], binary.BigEndian.Uint32(r.prefix[1:])
-	limit := maxHeaderBytes
+	limit := r.maxHeader
+	if limit <= 0 {
+		limit = defaultMaxHeaderListSize
+	}
 	if kind == partMessage {
 		limit = r.maxMsg
 	}
