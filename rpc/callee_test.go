@@ -378,3 +378,34 @@ func TestCallHeaderTimeoutRoundsUp(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokenPartEndsStreamingCallAtOnce sends a client-streaming call a
+// part of an unknown kind after its first request. The handler, which
+// ignores its failed receive and answers OK, cannot end the call so: the
+// call ends at once with INVALID_ARGUMENT, as after a part over the size
+// limit, and the handler's receive failed with the same status.
+func TestBrokenPartEndsStreamingCallAtOnce(t *testing.T) {
+	msg, _ := appendMessage(nil, wrapperspb.String("x"), 1<<20)
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 10*time.Second)
+		recvErr := make(chan error, 1)
+		srv := NewServer(muxOpt(tr))
+		srv.RegisterService(&echoDesc, &funcEcho{clientStream: func(s ClientStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error {
+			if _, err := s.Recv(); err != nil {
+				return err
+			}
+			_, err := s.Recv()
+			recvErr <- err
+			return s.SendAndClose(wrapperspb.String("ignored the broken part"))
+		}})
+		p := dial(t, serve(t, srv), muxOpt(tr))
+		hdr := appendCallHeader(nil, "/test.Echo/ClientStream", 0, nil)
+		tl, err := rawCall(ctx, p, rawParts(hdr, msg, part(9, 1, 2, 3)), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantStatus(t, tl.err(), codes.InvalidArgument, "unexpected part 9")
+		wantStatus(t, await(t, recvErr, 5*time.Second, "the handler's second receive"), codes.InvalidArgument, "unexpected part 9")
+		checkEcho(t, ctx, p, "server")
+	})
+}

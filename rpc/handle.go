@@ -507,19 +507,17 @@ func (c *serverCall) RecvMsg(m any) error {
 	return nil
 }
 
-// recvFailed ends the caller's direction of the call with s, for its
-// parts can no longer be read in order: RecvMsg returns s from then on,
-// and the handler's context is cancelled, since the caller has gone or
-// broken the protocol. A request over the size limit ends the call at
-// once with s, the trailer first, then the stream is closed, which resets
-// the caller's direction, whose rest was not read (PROTOCOL.md, section
-// 13): so the caller learns ResourceExhausted. The caller holds c.rmu.
+// recvFailed ends the call with s, for the caller's parts can no longer
+// be read in order: the caller has gone, broken the protocol, or sent a
+// part over the size limit. The trailer goes first, then the stream is
+// closed, which resets the caller's direction, whose rest was not read
+// (PROTOCOL.md, section 13): so the caller learns s. RecvMsg returns s
+// from then on, and the handler's context is cancelled. The caller holds
+// c.rmu.
 func (c *serverCall) recvFailed(s *status.Status) error {
 	c.recvErr = s.Err()
-	if s.Code() == codes.ResourceExhausted {
-		c.fail(s)
-		c.st.Close()
-	}
+	c.fail(s)
+	c.st.Close()
 	c.cancel()
 	return c.recvErr
 }
