@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -39,37 +40,33 @@ func TestAnnouncedMessageSizeIsNotAllocatedUpFront(t *testing.T) {
 			srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
 			p := dial(t, serve(t, srv), muxOpt(tr))
 			wire := rawParts(appendCallHeader(nil, "/test.Echo/Unary", deadline, nil), lyingPrefix)
-			errs := make([]error, calls)
+			// On the native transport, half the calls end their stream
+			// inside the message.
+			endEarly := func(i int) bool { return tr == mux.Native && i%2 == 0 }
+			var err error
 			allocated := allocatedDuring(func() {
-				var wg sync.WaitGroup
-				for i := range calls {
-					st := openCall(t, ctx, p, wire, false)
-					// On the native transport, half the calls end their
-					// stream inside the message.
-					endEarly := tr == mux.Native && i%2 == 0
-					if endEarly {
-						st.CloseWrite()
+				streams := make([]*mux.Stream, calls)
+				for i := range streams {
+					streams[i] = openCall(t, ctx, p, wire, false)
+					if endEarly(i) {
+						streams[i].CloseWrite()
 					}
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						a, err := readAnswer(st)
-						switch {
-						case err != nil:
-							errs[i] = fmt.Errorf("reading the answer: %w", err)
-						case endEarly && status.Code(a.status) != codes.InvalidArgument:
-							errs[i] = fmt.Errorf("a call whose stream ended inside its request: got %v, want InvalidArgument", a.status)
-						case !endEarly && status.Code(a.status) != codes.DeadlineExceeded:
-							errs[i] = fmt.Errorf("a call whose request never came: got %v, want DeadlineExceeded", a.status)
-						}
-					}()
 				}
-				wg.Wait()
+				err = concurrently(calls, func(i int) error {
+					a, err := readAnswer(streams[i])
+					switch {
+					case err != nil:
+						return fmt.Errorf("reading the answer: %w", err)
+					case endEarly(i) && status.Code(a.status) != codes.InvalidArgument:
+						return fmt.Errorf("a call whose stream ended inside its request: got %v, want InvalidArgument", a.status)
+					case !endEarly(i) && status.Code(a.status) != codes.DeadlineExceeded:
+						return fmt.Errorf("a call whose request never came: got %v, want DeadlineExceeded", a.status)
+					}
+					return nil
+				})
 			})
-			for _, err := range errs {
-				if err != nil {
-					t.Fatal(err)
-				}
+			if err != nil {
+				t.Fatal(err)
 			}
 			if allocated > bound {
 				t.Errorf("the calls allocated %d MiB", allocated>>20)
@@ -82,33 +79,38 @@ func TestAnnouncedMessageSizeIsNotAllocatedUpFront(t *testing.T) {
 				st.Write(lyingPrefix)
 				untilCallerGivesUp(st)
 			})
-			errs := make([]error, calls)
+			var err error
 			allocated := allocatedDuring(func() {
-				var wg sync.WaitGroup
-				for i := range calls {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						callCtx, cancel := context.WithTimeout(ctx, deadline)
-						defer cancel()
-						_, err := echoClient{p}.Unary(callCtx, wrapperspb.String("x"))
-						if status.Code(err) != codes.DeadlineExceeded {
-							errs[i] = fmt.Errorf("got %v, want DeadlineExceeded", err)
-						}
-					}()
-				}
-				wg.Wait()
+				err = concurrently(calls, func(int) error {
+					callCtx, cancel := context.WithTimeout(ctx, deadline)
+					defer cancel()
+					_, err := echoClient{p}.Unary(callCtx, wrapperspb.String("x"))
+					if status.Code(err) != codes.DeadlineExceeded {
+						return fmt.Errorf("got %v, want DeadlineExceeded", err)
+					}
+					return nil
+				})
 			})
-			for _, err := range errs {
-				if err != nil {
-					t.Fatal(err)
-				}
+			if err != nil {
+				t.Fatal(err)
 			}
 			if allocated > bound {
 				t.Errorf("the calls allocated %d MiB", allocated>>20)
 			}
 		})
 	})
+}
+
+// concurrently runs f(0), ..., f(n-1), each on a goroutine of its own,
+// and returns their errors joined.
+func concurrently(n int, f func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = f(i) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // TestTrailerOfManyDetailsCostsLittle answers a call with a trailer of
