@@ -159,10 +159,10 @@ func TestNilRequestSendsEmptyMessage(t *testing.T) {
 	})
 }
 
-// rawCallee serves calls on sessions it accepts with answer, which gets
+// scriptedCallee serves calls on sessions it accepts with answer, which gets
 // the method and writes the callee's parts by hand; the stream is then
 // closed. It returns the address to dial.
-func rawCallee(t *testing.T, tr mux.Transport, answer func(method string) []byte) string {
+func scriptedCallee(t *testing.T, tr mux.Transport, answer func(method string) []byte) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -232,7 +232,7 @@ func TestResponseHeaderOutOfPlaceIsInternal(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		ctx := testCtx(t, 20*time.Second)
 		var answer []byte
-		p := dial(t, rawCallee(t, tr, func(string) []byte { return answer }), muxOpt(tr))
+		p := dial(t, scriptedCallee(t, tr, func(string) []byte { return answer }), muxOpt(tr))
 		for name, wire := range answers {
 			answer = wire
 			t.Run(name, func(t *testing.T) {
@@ -345,7 +345,7 @@ func TestOneRequestCallSendsAtOnce(t *testing.T) {
 func TestResponselessCallIsCardinalityViolation(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		ctx := testCtx(t, 20*time.Second)
-		p := dial(t, rawCallee(t, tr, func(string) []byte { return appendTrailer(nil, &trailer{}) }), muxOpt(tr))
+		p := dial(t, scriptedCallee(t, tr, func(string) []byte { return appendTrailer(nil, &trailer{}) }), muxOpt(tr))
 
 		for _, header := range []bool{false, true} {
 			s, err := echoClient{p}.ClientStream(ctx)
