@@ -39,6 +39,7 @@ type serverCall struct {
 
 	headerSent bool       // guarded by mu, and placed here to save padding
 	ended      bool       // the trailer is out; guarded by mu
+	expiring   bool       // expire ended the call and ends its stream; guarded by mu
 	mu         sync.Mutex // guards what SetHeader and friends touch
 	header     metadata.MD
 	trailer    metadata.MD
@@ -120,16 +121,8 @@ func (p *Peer) handle(st *mux.Stream) {
 		return
 	}
 	if h.timeout > 0 {
-		expired := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			defer close(expired)
-			c.expire()
-		})
-		defer func() {
-			if !stop() {
-				<-expired // the stream ends as expire decides, not by a close of ours
-			}
-		}()
+		expiry := time.AfterFunc(h.timeout, c.expire)
+		defer expiry.Stop()
 	}
 	if st.OnAbort(c.cancel) != nil {
 		c.watchAbort = true
@@ -228,8 +221,16 @@ func (c *serverCall) overdue() error {
 // finish ends the call's stream, then the reading of the caller's parts:
 // a RecvMsg blocked on the stream wakes with an error, and later ones
 // fail at once. Only then does the reader's buffer go back to the pool.
+// A call that expire ended is left to expire to end its stream, as the
+// write of its trailer turns out: a close here could end the stream with
+// END, cutting a part short, where expire resets it.
 func (c *serverCall) finish() {
-	c.st.Close()
+	c.mu.Lock()
+	expiring := c.expiring
+	c.mu.Unlock()
+	if !expiring {
+		c.st.Close()
+	}
 	c.rmu.Lock()
 	c.over = true
 	c.request = nil
@@ -247,15 +248,15 @@ const trailerGrace = 100 * time.Millisecond
 // then the stream is closed, which resets the caller's direction if it is
 // still open and fails the handler's SendMsg and RecvMsg. When the
 // trailer cannot be written within trailerGrace, the caller not reading,
-// the stream is reset with code DEADLINE_EXCEEDED instead. It runs on a
-// goroutine of its own once the call's context has ended, and handle
-// waits for it before it closes the stream itself.
+// the stream is reset with code DEADLINE_EXCEEDED instead. Its timer
+// runs it on a goroutine of its own.
 func (c *serverCall) expire() {
+	<-c.Done() // this timer and the context's fire together, either first
 	if c.Err() != context.DeadlineExceeded {
-		return // cancelled: the caller or the session has gone
+		return // cancelled: the caller or the session has gone, or the call ended
 	}
 	c.st.SetWriteDeadline(time.Now().Add(trailerGrace))
-	switch err := c.fail(status.FromContextError(context.DeadlineExceeded)); {
+	switch err := c.end(status.FromContextError(context.DeadlineExceeded), true); {
 	case err == errCallEnded:
 		// The handler's trailer is out or on its way; handle closes.
 	case err != nil:
@@ -348,7 +349,11 @@ var errCallEnded = errors.New("rpc: the call has ended")
 // fail ends the call with s, unless it has ended: the pending header,
 // then the trailer, in one write that also ends the stream. It returns
 // the write's error, or errCallEnded.
-func (c *serverCall) fail(s *status.Status) error {
+func (c *serverCall) fail(s *status.Status) error { return c.end(s, false) }
+
+// end is fail; byExpire also leaves the stream to expire to end (see
+// finish), in the same step that claims the end of the call.
+func (c *serverCall) end(s *status.Status, byExpire bool) error {
 	bp := getBuf()
 	defer putBuf(bp)
 	c.mu.Lock()
@@ -356,7 +361,7 @@ func (c *serverCall) fail(s *status.Status) error {
 		c.mu.Unlock()
 		return errCallEnded
 	}
-	c.ended = true
+	c.ended, c.expiring = true, byExpire
 	b := c.appendPendingHeader((*bp)[:0])
 	b = appendTrailer(b, statusTrailer(s, c.trailer))
 	c.mu.Unlock()
