@@ -15,15 +15,7 @@ import (
 // handshake sends this side's preface and settings and reads the peer's,
 // both within the handshake timeout.
 func (s *Session) handshake(ctx context.Context) error {
-	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
-	ctxDeadline := false // the connection's deadline is ctx's
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline, ctxDeadline = d, true
-	}
-	s.conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
+	hb := boundHandshake(ctx, s.conn, s.cfg.HandshakeTimeout)
 	out := appendSettings(appendPreface(nil), settings{
 		maxIncomingStreams: uint32(s.cfg.MaxIncomingStreams),
 		initialWindow:      uint32(s.cfg.StreamWindow),
@@ -42,18 +34,9 @@ func (s *Session) handshake(ctx context.Context) error {
 		err = fmt.Errorf("mux: handshake: sending preface: %w", werr)
 	}
 	if err != nil {
-		if ctxDeadline && isTimeout(err) {
-			// The connection's deadline was ctx's: ctx ends now, if its
-			// timer has not fired yet.
-			<-ctx.Done()
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("mux: handshake: %w", ctx.Err())
-		}
-		return err
+		return hb.fail(err)
 	}
-	s.conn.SetDeadline(time.Time{})
-	return nil
+	return hb.done()
 }
 
 func (s *Session) readHandshake() error {
@@ -101,4 +84,55 @@ func bytesArePrefixOfPreface(b []byte) bool {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// A handshakeBound ends a handshake on time: it sets the connection's
+// deadline to the handshake timeout, or to ctx's deadline if that is
+// earlier, and to a past time as soon as ctx ends. A handshake, on either
+// transport, ends with done or fail.
+type handshakeBound struct {
+	ctx         context.Context
+	conn        net.Conn
+	ctxDeadline bool        // the connection's deadline is ctx's
+	stop        func() bool // disarms the reaction to ctx's end
+}
+
+// boundHandshake sets conn's deadline for a handshake bounded by timeout
+// and ctx.
+func boundHandshake(ctx context.Context, conn net.Conn, timeout time.Duration) handshakeBound {
+	deadline := time.Now().Add(timeout)
+	hb := handshakeBound{ctx: ctx, conn: conn}
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline, hb.ctxDeadline = d, true
+	}
+	conn.SetDeadline(deadline)
+	hb.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	return hb
+}
+
+// done ends a handshake that succeeded: it clears the connection's
+// deadline. If ctx ended meanwhile, the past deadline its end sets may
+// land on the connection at any moment, even after the clearing, so the
+// handshake fails instead, with ctx's error.
+func (hb handshakeBound) done() error {
+	if !hb.stop() {
+		return fmt.Errorf("mux: handshake: %w", hb.ctx.Err())
+	}
+	hb.conn.SetDeadline(time.Time{})
+	return nil
+}
+
+// fail ends a handshake that failed with err, and returns the error to
+// report: ctx's when ctx's end or deadline is what cut the handshake short.
+func (hb handshakeBound) fail(err error) error {
+	hb.stop()
+	if hb.ctxDeadline && isTimeout(err) {
+		// The connection's deadline was ctx's: ctx ends now, if its timer
+		// has not fired yet.
+		<-hb.ctx.Done()
+	}
+	if hb.ctx.Err() != nil {
+		return fmt.Errorf("mux: handshake: %w", hb.ctx.Err())
+	}
+	return err
 }
