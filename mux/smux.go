@@ -109,7 +109,10 @@ func (s *Session) smuxTakeSettings(sms *smux.Stream) {
 	}
 	s.mu.Lock()
 	s.peer.maxIncomingStreams = uint32(min(limit, maxStreamID))
-	s.grantSlotsLocked()
+	if s.slotFreed != nil {
+		close(s.slotFreed)
+		s.slotFreed = nil
+	}
 	s.mu.Unlock()
 }
 
@@ -148,25 +151,25 @@ func (s *Session) smuxAcceptLoop() {
 		}
 		runtime.SetFinalizer(sms, nil) // smux would close a dropped stream behind the application's back
 		s.wg.Add(1)
-		go s.smuxAdmit(sms)
+		go s.smuxServe(sms)
 	}
 }
 
-// smuxAdmit admits a new stream and runs its handler, if its type has one.
-// The handler is the application's code, not the session's: Kill and Close
-// do not wait for it, as on the native transport.
-func (s *Session) smuxAdmit(sms *smux.Stream) {
-	st, handle := s.smuxTakeStream(sms)
-	s.wg.Done()
-	if handle != nil {
-		s.serve(st, handle) // already on a goroutine of its own
+// smuxServe admits a new stream and runs the handler that takes it, if
+// any. Only the admission counts in the session's wait group: the handler
+// is the application's, and may itself close the session, which waits for
+// that group.
+func (s *Session) smuxServe(sms *smux.Stream) {
+	if st, handle := s.smuxAdmit(sms); handle != nil {
+		handle(st)
 	}
 }
 
-// smuxTakeStream reads a new stream's type, within the handshake timeout,
-// and queues the stream for AcceptType or returns it with its handler, or
-// closes it over the stream limit.
-func (s *Session) smuxTakeStream(sms *smux.Stream) (*Stream, func(*Stream)) {
+// smuxAdmit reads a new stream's type, within the handshake timeout, and
+// queues the stream for AcceptType, or returns it with the handler for its
+// type; or closes it over the stream limit.
+func (s *Session) smuxAdmit(sms *smux.Stream) (*Stream, func(*Stream)) {
+	defer s.wg.Done()
 	sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	t, err := binary.ReadUvarint(byteReader{sms})
 	if err == nil && StreamType(t) == smuxSettingsType {
@@ -179,7 +182,7 @@ func (s *Session) smuxTakeStream(sms *smux.Stream) (*Stream, func(*Stream)) {
 		return nil, nil
 	}
 	s.mu.Lock()
-	if s.err != nil || s.closing || s.refuseLocked() {
+	if s.err != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
 		s.mu.Unlock()
 		sms.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		sms.Write([]byte{smuxRefused})
@@ -188,6 +191,7 @@ func (s *Session) smuxTakeStream(sms *smux.Stream) (*Stream, func(*Stream)) {
 	}
 	st := &Stream{sess: s, typ: StreamType(t), in: true, sm: sms}
 	st.opened.Store(true)
+	s.numIn++
 	handle := s.admitLocked(st)
 	s.mu.Unlock()
 	return st, handle
@@ -282,7 +286,6 @@ func (st *Stream) smuxClose() error {
 	}
 	err := st.sm.Close()
 	st.sess.forget(st)
-	st.sess.release(st)
 	return err
 }
 
