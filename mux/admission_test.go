@@ -13,8 +13,8 @@ import (
 // not accept: the client's 11th Open waits and then fails as retry-safe
 // ErrRefused, the session never freezes, and once the server takes and
 // closes streams, new ones open. On smux, where Ping is not, the same
-// holds once the server's settings have arrived; a stream opened past the
-// limit, as before they arrive, is refused with a retry-safe ErrRefused.
+// holds; a stream opened past the limit all the same (the test hides the
+// limit from the client) is refused with a retry-safe ErrRefused.
 func TestAdmissionControl(t *testing.T) {
 	const limit = 10
 	for _, tr := range transports {
@@ -57,7 +57,7 @@ func TestAdmissionControl(t *testing.T) {
 					t.Fatalf("server Ping with its stream limit reached: %v", err)
 				}
 			} else {
-				// As if the server's settings had not arrived yet: the
+				// As if the client did not know the server's limit: the
 				// 11th stream opens, and the server refuses it.
 				c.mu.Lock()
 				limit := c.peer.maxIncomingStreams

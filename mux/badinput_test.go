@@ -357,20 +357,38 @@ func isConnReset(err error) bool {
 	return errors.As(err, &oe) && !oe.Timeout()
 }
 
-// TestSmuxGarbage feeds a smux session bytes that are not smux: it has no
-// preface to check, but the session must end with an error, not hang or
-// panic.
+// TestSmuxGarbage feeds a smux server bytes that are not smux: in place of
+// the handshake, they fail it at once; after it, they end the session
+// with an error, rather than hang or panic.
 func TestSmuxGarbage(t *testing.T) {
-	p, res := rawServerSession(t, &Config{Transport: Smux}, nil)
-	r := <-res
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	defer r.s.Kill()
-	p.send([]byte("GET / HTTP/1.1\r\nHost: example\r\n\r\n"))
-	if err := waitDone(t, r.s, 5*time.Second); err == nil {
-		t.Fatal("session ended without an error")
-	}
+	garbage := []byte("GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+	t.Run("instead of the handshake", func(t *testing.T) {
+		_, res := rawServerSession(t, &Config{Transport: Smux}, garbage)
+		select {
+		case r := <-res:
+			if !errors.Is(r.err, ErrNotMuxrpc) {
+				t.Fatalf("Server: %v, want ErrNotMuxrpc", r.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Server did not return")
+		}
+	})
+	t.Run("after the handshake", func(t *testing.T) {
+		p, res := rawServerSession(t, &Config{Transport: Smux}, smuxClientHello(100))
+		var r sessionResult
+		select {
+		case r = <-res:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Server did not return")
+		}
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		p.send(garbage)
+		if err := waitDone(t, r.s, 5*time.Second); err == nil {
+			t.Fatal("session ended without an error")
+		}
+	})
 }
 
 // TestTruncatedFrame closes the connection in the middle of a frame: the

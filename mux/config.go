@@ -15,10 +15,9 @@ const (
 	// Smux speaks github.com/xtaci/smux protocol version 2, for peers that
 	// already do (for example over KCP). It lacks what smux lacks:
 	//   - Reset, GoAway, Ping and CloseWrite return ErrUnsupported;
-	//   - there is no connection preface: a peer that is not muxrpc over
-	//     smux is noticed only when its frames fail to parse; and until the
-	//     peer's settings arrive, an opener does not know its stream limit,
-	//     so its first streams may be refused (ErrRefused) rather than wait;
+	//   - there is no connection preface: the handshake is each side's
+	//     settings stream, and a peer that is not muxrpc over smux is
+	//     noticed by what it sends instead, or by the handshake timeout;
 	//   - every stream starts with smux's fixed 256 KiB send window; a
 	//     smaller StreamWindow applies only after the receiver's first Read;
 	//   - a Write waiting for window does not fail when the peer closes the

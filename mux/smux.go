@@ -10,32 +10,57 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/xtaci/smux"
 )
 
 // The Smux transport: sessions that speak github.com/xtaci/smux protocol
-// version 2 underneath the same Session and Stream API. Each stream starts
-// with its type and, the other way, an admission status; each side sends
-// its stream limit on a settings stream. So admission (OpenType waits for a
-// slot, ErrRefused past the limit), accept queues, Close's drain and the
-// session's end are shared with the native engine; frames, flow control
-// and keepalive are smux's. What smux cannot give is refused plainly
-// (ErrUnsupported): Reset, GoAway, Ping and CloseWrite.
+// version 2 underneath the same Session and Stream API. Each side first
+// sends its stream limit on a settings stream, and a session starts only
+// once the peer's has arrived: that is the transport's handshake. Each
+// stream then starts with its type and, the other way, an admission
+// status. So admission (OpenType waits for a slot, ErrRefused past the
+// limit), accept queues, Close's drain and the session's end are shared
+// with the native engine; frames, flow control and keepalive are smux's.
+// What smux cannot give is refused plainly (ErrUnsupported): Reset,
+// GoAway, Ping and CloseWrite.
 
+// newSmuxSession runs the Smux transport's handshake on conn and starts the
+// session. It returns once the peer's settings have arrived; it fails after
+// the handshake timeout, or when ctx ends, first.
 func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s *Session) (*Session, error) {
-	// With no preface exchange to drive it, a TLS handshake would wait for
-	// the first stream; finish it now, so that its failure fails here and
-	// its state is known from the start.
-	if tc, ok := conn.(*tls.Conn); ok {
-		hctx, cancel := context.WithTimeout(ctx, c.HandshakeTimeout)
-		err := tc.HandshakeContext(hctx)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("mux: TLS handshake: %w", err)
-		}
+	sc, err := smuxConfig(c)
+	if err != nil {
+		return nil, err
 	}
+	hb := boundHandshake(ctx, conn, c.HandshakeTimeout)
+	rw := &smuxConn{Conn: conn}
+	if err := s.smuxHandshake(ctx, rw, sc, client); err != nil {
+		if s.smux != nil {
+			s.smux.Close()
+		}
+		return nil, hb.fail(err)
+	}
+	rw.sess.Store(s) // from now on a failed read ends the session
+	err = hb.done()
+	if err == nil {
+		// smux reads all along: the handshake's deadline may have ended
+		// the session just as the handshake succeeded.
+		err = s.Err()
+	}
+	if err != nil {
+		s.smux.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.smuxAcceptLoop()
+	return s, nil
+}
+
+// smuxConfig returns the smux configuration for c.
+func smuxConfig(c Config) (*smux.Config, error) {
 	sc := smux.DefaultConfig()
 	sc.Version = 2
 	sc.MaxFrameSize = min(c.MaxFrameSize, 65535)
@@ -52,25 +77,44 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 	if err := smux.VerifyConfig(sc); err != nil {
 		return nil, fmt.Errorf("mux: config for the Smux transport: %w", err)
 	}
-	var err error
-	rw := smuxConn{conn, s}
-	if client {
-		s.smux, err = smux.Client(rw, sc)
-	} else {
-		s.smux, err = smux.Server(rw, sc)
+	return sc, nil
+}
+
+// smuxHandshake starts smux on rw, sends this side's settings and reads
+// the peer's, all under the connection's handshake deadline. The server
+// starts smux only once the client's settings have arrived (see
+// readSmuxHello), so that a connection that sends nothing, or too little,
+// costs no smux session.
+func (s *Session) smuxHandshake(ctx context.Context, rw *smuxConn, sc *smux.Config, client bool) error {
+	// With no preface exchange to drive it, a TLS handshake would wait for
+	// the first stream; finish it now, so that its failure fails here and
+	// its state is known from the start.
+	if tc, ok := rw.Conn.(*tls.Conn); ok {
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fmt.Errorf("mux: TLS handshake: %w", err)
+		}
 	}
+	if !client {
+		hello, err := readSmuxHello(rw.Conn)
+		if err != nil {
+			return err
+		}
+		rw.replay = hello
+	}
+	sess, err := startSmux(rw, sc, client)
 	if err != nil {
-		return nil, fmt.Errorf("mux: starting smux: %w", err)
+		return fmt.Errorf("mux: starting smux: %w", err)
 	}
-	// Until the peer's settings arrive, its stream limit is unknown.
-	s.peer = settings{maxIncomingStreams: maxStreamID, initialWindow: uint32(c.StreamWindow), maxFrameSize: uint32(sc.MaxFrameSize)}
+	s.smux = sess
 	if err := s.smuxSendSettings(); err != nil {
-		s.smux.Close()
-		return nil, fmt.Errorf("mux: sending settings over smux: %w", err)
+		return fmt.Errorf("mux: handshake: sending settings over smux: %w", err)
 	}
-	s.wg.Add(1)
-	go s.smuxAcceptLoop()
-	return s, nil
+	limit, err := s.smuxReadSettings()
+	if err != nil {
+		return err
+	}
+	s.peer = settings{maxIncomingStreams: limit, initialWindow: uint32(s.cfg.StreamWindow), maxFrameSize: uint32(sc.MaxFrameSize)}
+	return nil
 }
 
 // The Smux transport's own additions to smux, in each stream's first
@@ -78,7 +122,8 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 // answers with an admission status byte in front of its first byte, or
 // alone before closing a stream it refuses. A stream of the reserved type
 // smuxSettingsType carries a side's settings instead: its limit of
-// incoming streams as a uvarint.
+// incoming streams as a uvarint. It is the first stream each side opens,
+// and the only one of that type.
 const (
 	smuxAdmitted     byte       = 0
 	smuxRefused      byte       = 1
@@ -100,36 +145,120 @@ func (s *Session) smuxSendSettings() error {
 	return err
 }
 
-// smuxTakeSettings reads the peer's settings from its settings stream.
-func (s *Session) smuxTakeSettings(sms *smux.Stream) {
-	defer sms.Close()
-	limit, err := binary.ReadUvarint(byteReader{sms})
+// smuxReadSettings takes the peer's settings stream, the first stream it
+// opens, and returns the stream limit the peer announces.
+func (s *Session) smuxReadSettings() (uint32, error) {
+	sms, err := s.smux.AcceptStream()
 	if err != nil {
-		return
+		if errors.Is(err, smux.ErrInvalidProtocol) {
+			err = fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		return 0, fmt.Errorf("mux: handshake: waiting for the peer's settings: %w", err)
 	}
-	s.mu.Lock()
-	s.peer.maxIncomingStreams = uint32(min(limit, maxStreamID))
-	if s.slotFreed != nil {
-		close(s.slotFreed)
-		s.slotFreed = nil
+	runtime.SetFinalizer(sms, nil)
+	defer sms.Close()
+	r := byteReader{sms}
+	t, err := binary.ReadUvarint(r)
+	if err == nil && t != uint64(smuxSettingsType) {
+		return 0, fmt.Errorf("mux: handshake: %w: the peer's first stream has type %d, not its settings", ErrProtocol, t)
 	}
-	s.mu.Unlock()
+	var limit uint64
+	if err == nil {
+		limit, err = binary.ReadUvarint(r)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("mux: handshake: reading the peer's settings: %w", err)
+	}
+	return uint32(min(limit, maxStreamID)), nil
 }
 
-// smuxConn is the connection as smux sees it: a failed read ends the
-// session, with its reason, before smux tells the streams, so that they
-// report the session's error rather than a bare io.EOF.
+// What this package reads of smux's wire format (smux's frame.go): an
+// 8-byte header of version, command, little-endian payload length and
+// stream id, then the payload.
+const (
+	smuxVersion   = 2
+	smuxHeaderLen = 8
+	smuxSYN       = 0 // a stream opens
+	smuxFIN       = 1 // the sender closed the stream
+	smuxPSH       = 2 // data
+	smuxNOP       = 3 // keepalive
+)
+
+// smuxHelloMax bounds what readSmuxHello reads: ample for the frames up to
+// the client's settings, which take at most 31 bytes.
+const smuxHelloMax = 64
+
+// readSmuxHello reads the client's first frames, up to the first data frame
+// of its first stream, which carries its settings, and returns them for
+// smux to read again. It reads them into a small array, so that a silent
+// or slow client costs nothing more until they are in; and it checks them
+// enough to tell that the peer speaks smux version 2.
+func readSmuxHello(r io.Reader) ([]byte, error) {
+	var buf [smuxHelloMax]byte
+	n := 0
+	opened := false
+	var sid uint32
+	for {
+		if n+smuxHeaderLen > len(buf) {
+			return nil, fmt.Errorf("mux: handshake: %w: no settings in the peer's first %d bytes", ErrProtocol, n)
+		}
+		h := buf[n : n+smuxHeaderLen]
+		k, err := io.ReadFull(r, h)
+		if k > 0 && h[0] != smuxVersion {
+			return nil, fmt.Errorf("mux: handshake: %w: got %q", ErrNotMuxrpc, buf[:n+k])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mux: handshake: reading the peer's settings: %w", err)
+		}
+		n += smuxHeaderLen
+		cmd, length, id := h[1], int(binary.LittleEndian.Uint16(h[2:])), binary.LittleEndian.Uint32(h[4:])
+		switch {
+		case cmd == smuxNOP && length == 0:
+		case cmd == smuxSYN && length == 0 && !opened:
+			opened, sid = true, id
+		case cmd == smuxPSH && opened && id == sid && length > 0 && n+length <= len(buf):
+			if _, err := io.ReadFull(r, buf[n:n+length]); err != nil {
+				return nil, fmt.Errorf("mux: handshake: reading the peer's settings: %w", err)
+			}
+			return append([]byte(nil), buf[:n+length]...), nil
+		default:
+			return nil, fmt.Errorf("mux: handshake: %w: smux frame %x before the peer's settings", ErrProtocol, h)
+		}
+	}
+}
+
+// smuxConn is the connection as smux sees it. It first replays what the
+// handshake read before smux started; and once the session is
+// established, a failed read ends the session, with its reason, before
+// smux tells the streams, so that they report the session's error rather
+// than a bare io.EOF.
 type smuxConn struct {
 	net.Conn
-	s *Session
+	sess   atomic.Pointer[Session] // set once the handshake is done
+	replay []byte                  // read by the handshake, for smux to read
 }
 
-func (c smuxConn) Read(p []byte) (int, error) {
+func (c *smuxConn) Read(p []byte) (int, error) {
+	if len(c.replay) > 0 {
+		n := copy(p, c.replay)
+		c.replay = c.replay[n:]
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if err != nil && !errors.Is(err, net.ErrClosed) { // a local close: smuxAcceptLoop says why
-		c.s.fail(c.s.connError(err, 0))
+		if s := c.sess.Load(); s != nil {
+			s.fail(s.connError(err, 0))
+		}
 	}
 	return n, err
+}
+
+// startSmux starts a smux session on rw.
+func startSmux(rw *smuxConn, sc *smux.Config, client bool) (*smux.Session, error) {
+	if client {
+		return smux.Client(rw, sc)
+	}
+	return smux.Server(rw, sc)
 }
 
 // smuxAcceptLoop takes every stream smux accepts, so that smux's fixed
@@ -167,17 +296,13 @@ func (s *Session) smuxServe(sms *smux.Stream) {
 
 // smuxAdmit reads a new stream's type, within the handshake timeout, and
 // queues the stream for AcceptType, or returns it with the handler for its
-// type; or closes it over the stream limit.
+// type; or closes it without a valid type, or over the stream limit.
 func (s *Session) smuxAdmit(sms *smux.Stream) (*Stream, func(*Stream)) {
 	defer s.wg.Done()
 	sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	t, err := binary.ReadUvarint(byteReader{sms})
-	if err == nil && StreamType(t) == smuxSettingsType {
-		s.smuxTakeSettings(sms)
-		return nil, nil
-	}
 	sms.SetReadDeadline(time.Time{})
-	if err != nil || t > 1<<32-1 {
+	if err != nil || t >= uint64(smuxSettingsType) {
 		sms.Close()
 		return nil, nil
 	}
