@@ -130,6 +130,10 @@ const (
 	smuxSettingsType StreamType = 1<<32 - 1
 )
 
+// smuxRefusedStatus is what a refused stream gets; smux may keep it queued
+// after a Write times out, so it is never written to.
+var smuxRefusedStatus = []byte{smuxRefused}
+
 // smuxSendSettings tells the peer this side's stream limit, so that its
 // OpenType waits for a free slot as on the native transport.
 func (s *Session) smuxSendSettings() error {
@@ -262,10 +266,13 @@ func startSmux(rw *smuxConn, sc *smux.Config, client bool) (*smux.Session, error
 }
 
 // smuxAcceptLoop takes every stream smux accepts, so that smux's fixed
-// accept backlog never fills and freezes the session, and admits each once
-// its type has arrived.
+// accept backlog never fills and freezes the session. Each stream takes a
+// slot of MaxIncomingStreams at once, while it waits for its type, so
+// that at most that many streams wait to be admitted, each on a goroutine;
+// a stream over the limit is refused (see smuxRefuseLater).
 func (s *Session) smuxAcceptLoop() {
 	defer s.wg.Done()
+	refusing := make(chan struct{}, smuxMaxRefusing)
 	for {
 		sms, err := s.smux.AcceptStream()
 		if err != nil {
@@ -279,47 +286,107 @@ func (s *Session) smuxAcceptLoop() {
 			return
 		}
 		runtime.SetFinalizer(sms, nil) // smux would close a dropped stream behind the application's back
+		if !s.smuxCharge() {
+			s.smuxRefuseLater(sms, refusing)
+			continue
+		}
+		st := &Stream{sess: s, in: true, sm: sms}
+		st.opened.Store(true)
 		s.wg.Add(1)
-		go s.smuxServe(sms)
+		go s.smuxServe(st)
 	}
+}
+
+// smuxCharge counts a new incoming stream toward MaxIncomingStreams. It
+// reports false for a stream over the limit, or one arriving after the
+// session began to close.
+func (s *Session) smuxCharge() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
+		return false
+	}
+	s.numIn++
+	return true
+}
+
+// smuxMaxRefusing bounds the streams over the limit that wait for their
+// first bytes to be refused.
+const smuxMaxRefusing = 16
+
+// smuxRefuseLater refuses a stream over the limit once its first bytes
+// have arrived, not before: smux registers a stream it opens only after
+// sending its SYN, and drops what arrives for the stream before then, so
+// an answer to a bare SYN may never reach the opener. At most
+// smuxMaxRefusing streams wait so, each on a goroutine of its own; beyond
+// them, the stream is closed at once, without a status: its opener has
+// that many streams open on which it writes nothing.
+func (s *Session) smuxRefuseLater(sms *smux.Stream, refusing chan struct{}) {
+	select {
+	case refusing <- struct{}{}:
+	default:
+		sms.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-refusing }()
+		sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+		var first [1]byte
+		if _, err := sms.Read(first[:]); err != nil {
+			sms.Close()
+			return
+		}
+		s.smuxRefuse(sms)
+	}()
+}
+
+// smuxRefuse tells the opener of sms that the stream is refused, and
+// closes it.
+func (s *Session) smuxRefuse(sms *smux.Stream) {
+	sms.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	sms.Write(smuxRefusedStatus)
+	sms.Close()
 }
 
 // smuxServe admits a new stream and runs the handler that takes it, if
 // any. Only the admission counts in the session's wait group: the handler
 // is the application's, and may itself close the session, which waits for
 // that group.
-func (s *Session) smuxServe(sms *smux.Stream) {
-	if st, handle := s.smuxAdmit(sms); handle != nil {
+func (s *Session) smuxServe(st *Stream) {
+	if handle := s.smuxAdmit(st); handle != nil {
 		handle(st)
 	}
 }
 
 // smuxAdmit reads a new stream's type, within the handshake timeout, and
-// queues the stream for AcceptType, or returns it with the handler for its
-// type; or closes it without a valid type, or over the stream limit.
-func (s *Session) smuxAdmit(sms *smux.Stream) (*Stream, func(*Stream)) {
+// queues the stream for AcceptType, or returns the handler for its type.
+// It closes a stream without a valid type. A stream whose type arrives
+// after Close began is admitted all the same: it took its slot before, so
+// Close counts it as in flight and waits for it.
+func (s *Session) smuxAdmit(st *Stream) func(*Stream) {
 	defer s.wg.Done()
+	sms := st.sm
 	sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	t, err := binary.ReadUvarint(byteReader{sms})
 	sms.SetReadDeadline(time.Time{})
 	if err != nil || t >= uint64(smuxSettingsType) {
 		sms.Close()
-		return nil, nil
+		s.forget(st)
+		return nil
 	}
+	st.typ = StreamType(t)
 	s.mu.Lock()
-	if s.err != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
+	if s.err != nil { // the session ended meanwhile
 		s.mu.Unlock()
-		sms.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-		sms.Write([]byte{smuxRefused})
 		sms.Close()
-		return nil, nil
+		s.forget(st)
+		return nil
 	}
-	st := &Stream{sess: s, typ: StreamType(t), in: true, sm: sms}
-	st.opened.Store(true)
-	s.numIn++
 	handle := s.admitLocked(st)
 	s.mu.Unlock()
-	return st, handle
+	return handle
 }
 
 // smuxOpen opens a smux stream of type t for OpenType, which has taken its

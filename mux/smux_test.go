@@ -3,10 +3,13 @@ package mux
 import (
 	"encoding/binary"
 	"io"
+	"net"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xtaci/smux"
 )
 
 // smuxFrame appends a smux frame.
@@ -29,6 +32,135 @@ func smuxClientHello(limit uint64) []byte {
 	b := smuxFrame(nil, smuxSYN, sid, nil)
 	b = smuxFrame(b, smuxPSH, sid, smuxSettingsPayload(limit))
 	return smuxFrame(b, smuxFIN, sid, nil)
+}
+
+// rawSmuxClient connects a bare smux client, which speaks only smux, to
+// addr and sends muxrpc's settings on it, so that the server takes it for
+// a session; what it does then is up to the test.
+func rawSmuxClient(t *testing.T, addr string) *smux.Session {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := smux.DefaultConfig()
+	sc.Version = 2
+	raw, err := smux.Client(conn, sc)
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	st, err := raw.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(smuxSettingsPayload(100)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	// The server's settings show that it has started the session.
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	settings, err := raw.AcceptStream()
+	if err != nil {
+		t.Fatalf("no settings from the server: %v", err)
+	}
+	if _, err := io.ReadAll(settings); err != nil {
+		t.Fatalf("reading the server's settings: %v", err)
+	}
+	settings.Close()
+	return raw
+}
+
+// TestSmuxBareStreamsCostNoGoroutines opens thousands of smux streams that
+// never send their type, past a limit of 10: the server runs a goroutine
+// for a few of them at most, and keeps no more open; a stream within the
+// limit is admitted, and one over it refused, once its type comes; and
+// other clients are served as usual.
+func TestSmuxBareStreamsCostNoGoroutines(t *testing.T) {
+	const limit, bare = 10, 5000
+	cfg := &Config{Transport: Smux, MaxIncomingStreams: limit, HandshakeTimeout: time.Minute}
+	l, err := Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	raw := rawSmuxClient(t, l.Addr().String())
+	s := acceptSession(t, l, 5*time.Second)
+
+	// Sample the goroutines and the server's open smux streams while the
+	// bare streams come in, and a while after.
+	g0 := runtime.NumGoroutine()
+	var peakGoroutines, peakStreams int
+	stop := make(chan struct{})
+	var sampling sync.WaitGroup
+	sampling.Add(1)
+	go func() {
+		defer sampling.Done()
+		for {
+			peakGoroutines = max(peakGoroutines, runtime.NumGoroutine()-g0)
+			peakStreams = max(peakStreams, s.smux.NumStreams())
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	streams := make([]*smux.Stream, bare)
+	for i := range streams {
+		if streams[i], err = raw.OpenStream(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server takes them in order: the first fill its slots, the next
+	// few wait to be refused, and it closes the rest at once.
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if s.smux.NumStreams() <= limit+smuxMaxRefusing {
+			break
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	sampling.Wait()
+	if peakGoroutines > limit+smuxMaxRefusing+50 {
+		t.Errorf("%d bare streams cost up to %d goroutines, with MaxIncomingStreams %d", bare, peakGoroutines, limit)
+	}
+	// smux's own accept backlog holds up to 1024 streams.
+	if peakStreams > 1024+limit+smuxMaxRefusing+50 {
+		t.Errorf("%d bare streams: up to %d open on the server, with MaxIncomingStreams %d", bare, peakStreams, limit)
+	}
+	if n := s.smux.NumStreams(); n > limit+smuxMaxRefusing {
+		t.Fatalf("the server keeps %d of %d bare streams open, with MaxIncomingStreams %d", n, bare, limit)
+	}
+
+	// Once their types come, the first stream is admitted and the first
+	// over the limit refused.
+	ctx := testCtx(t, 10*time.Second)
+	typ := binary.AppendUvarint(nil, uint64(TypeDefault))
+	for _, st := range []*smux.Stream{streams[0], streams[limit]} {
+		if _, err := st.Write(typ); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Accept(ctx); err != nil {
+		t.Fatalf("the first bare stream, typed at last: %v", err)
+	}
+	streams[limit].SetReadDeadline(time.Now().Add(10 * time.Second))
+	status := make([]byte, 1)
+	if _, err := io.ReadFull(streams[limit], status); err != nil || status[0] != smuxRefused {
+		t.Fatalf("a bare stream over the limit, typed at last: read %v, %v, want the refusal", status, err)
+	}
+
+	c, err := Dial(ctx, "tcp", l.Addr().String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Kill() })
+	serveEcho(t, acceptSession(t, l, 5*time.Second))
+	if err := echo(ctx, c, []byte("still served")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestSmuxSilentConnectionsAreNoSessions connects clients that never send
