@@ -19,9 +19,7 @@ const (
 	//     settings stream, and a peer that is not muxrpc over smux is
 	//     noticed by what it sends instead, or by the handshake timeout;
 	//   - every stream starts with smux's fixed 256 KiB send window; a
-	//     smaller StreamWindow applies only after the receiver's first Read;
-	//   - a Write waiting for window does not fail when the peer closes the
-	//     stream: bound it with a write deadline.
+	//     smaller StreamWindow applies only after the receiver's first Read.
 	Smux
 )
 

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/xtaci/smux"
 )
 
 // StreamType separates the protocols that share a session: a stream opened
@@ -45,7 +43,7 @@ type Session struct {
 	client bool
 	peer   settings      // what the peer announced in the handshake
 	br     *bufio.Reader // the reader goroutine's, after the handshake
-	smux   *smux.Session // set on the Smux transport, which uses nothing below
+	smux   *smuxSession  // set on the Smux transport, which uses nothing below
 
 	// Send path (writer.go): frames are appended to wbuf and one flusher
 	// at a time writes it out.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,10 @@ import (
 // with the native engine; frames, flow control and keepalive are smux's.
 // What smux cannot give is refused plainly (ErrUnsupported): Reset,
 // GoAway, Ping and CloseWrite.
+//
+// This package also follows the smux frames as they pass (see smuxConn),
+// for what smux does not tell: which streams the peer has closed, so that
+// writing to one fails at once instead of waiting for window forever.
 
 // newSmuxSession runs the Smux transport's handshake on conn and starts the
 // session. It returns once the peer's settings have arrived; it fails after
@@ -101,11 +106,14 @@ func (s *Session) smuxHandshake(ctx context.Context, rw *smuxConn, sc *smux.Conf
 		}
 		rw.replay = hello
 	}
-	sess, err := startSmux(rw, sc, client)
+	t := &smuxSession{streams: make(map[uint32]smuxEntry)}
+	rw.in.on, rw.out.on = t.peerFrame, t.ownFrame
+	var err error
+	t.Session, err = startSmux(rw, sc, client)
 	if err != nil {
 		return fmt.Errorf("mux: starting smux: %w", err)
 	}
-	s.smux = sess
+	s.smux = t
 	if err := s.smuxSendSettings(); err != nil {
 		return fmt.Errorf("mux: handshake: sending settings over smux: %w", err)
 	}
@@ -134,6 +142,9 @@ const (
 // after a Write times out, so it is never written to.
 var smuxRefusedStatus = []byte{smuxRefused}
 
+// errSmuxPeerClosed is Write's error on a stream the peer has closed.
+var errSmuxPeerClosed = fmt.Errorf("mux: write on a stream the peer closed: %w", io.EOF)
+
 // smuxSendSettings tells the peer this side's stream limit, so that its
 // OpenType waits for a free slot as on the native transport.
 func (s *Session) smuxSendSettings() error {
@@ -145,7 +156,7 @@ func (s *Session) smuxSendSettings() error {
 	b := binary.AppendUvarint(nil, uint64(smuxSettingsType))
 	b = binary.AppendUvarint(b, uint64(s.cfg.MaxIncomingStreams))
 	_, err = sms.Write(b)
-	sms.Close()
+	s.smux.closeStream(sms)
 	return err
 }
 
@@ -160,7 +171,7 @@ func (s *Session) smuxReadSettings() (uint32, error) {
 		return 0, fmt.Errorf("mux: handshake: waiting for the peer's settings: %w", err)
 	}
 	runtime.SetFinalizer(sms, nil)
-	defer sms.Close()
+	defer s.smux.closeStream(sms)
 	r := byteReader{sms}
 	t, err := binary.ReadUvarint(r)
 	if err == nil && t != uint64(smuxSettingsType) {
@@ -231,24 +242,121 @@ func readSmuxHello(r io.Reader) ([]byte, error) {
 	}
 }
 
-// smuxConn is the connection as smux sees it. It first replays what the
-// handshake read before smux started; and once the session is
-// established, a failed read ends the session, with its reason, before
-// smux tells the streams, so that they report the session's error rather
-// than a bare io.EOF.
+// smuxSession is a session's smux machinery: the smux session, and what
+// this package learns of its streams from the frames that pass.
+type smuxSession struct {
+	*smux.Session
+
+	mu      sync.Mutex
+	streams map[uint32]smuxEntry // by smux stream id, from SYN until this side closes the stream
+}
+
+// smuxEntry is what is known of a smux stream: this package's Stream, once
+// there is one, and whether the peer has closed the stream.
+type smuxEntry struct {
+	st         *Stream
+	peerClosed bool
+}
+
+// ownFrame sees each frame this side sends, before it leaves: a stream
+// this side opens is tracked before the peer can answer it.
+func (t *smuxSession) ownFrame(cmd byte, sid uint32) {
+	if cmd == smuxSYN {
+		t.track(sid)
+	}
+}
+
+// peerFrame sees each frame the peer sends, before smux reads it.
+func (t *smuxSession) peerFrame(cmd byte, sid uint32) {
+	switch cmd {
+	case smuxSYN:
+		t.track(sid)
+	case smuxFIN:
+		t.peerClosed(sid)
+	}
+}
+
+// track starts tracking a stream that opens; as in smux, a SYN for a
+// stream already open changes nothing.
+func (t *smuxSession) track(sid uint32) {
+	t.mu.Lock()
+	if _, ok := t.streams[sid]; !ok {
+		t.streams[sid] = smuxEntry{}
+	}
+	t.mu.Unlock()
+}
+
+// peerClosed records the peer's FIN on a stream, and fails its writes.
+func (t *smuxSession) peerClosed(sid uint32) {
+	t.mu.Lock()
+	e, ok := t.streams[sid]
+	if ok {
+		e.peerClosed = true
+		t.streams[sid] = e
+	}
+	t.mu.Unlock()
+	if e.st != nil {
+		e.st.smuxPeerGone()
+	}
+}
+
+// attach ties st to its smux stream's entry.
+func (t *smuxSession) attach(st *Stream) {
+	sid := st.sm.ID()
+	t.mu.Lock()
+	e := t.streams[sid]
+	e.st = st
+	t.streams[sid] = e
+	t.mu.Unlock()
+	if e.peerClosed {
+		st.smuxPeerGone()
+	}
+}
+
+// closeStream stops tracking sms and closes it.
+func (t *smuxSession) closeStream(sms *smux.Stream) error {
+	t.mu.Lock()
+	delete(t.streams, sms.ID())
+	t.mu.Unlock()
+	return sms.Close()
+}
+
+// smuxPeerGone fails the stream's writes once the peer has closed it: smux
+// itself would go on taking them, and then wait for window that never
+// comes. A Write under way, which may be waiting so, is woken by a past
+// write deadline; one that starts later sees the flag, since both hold
+// writeMu. (Setting a smux deadline allocates: only when a Write is under
+// way.)
+func (st *Stream) smuxPeerGone() {
+	st.smuxPeerClosed.Store(true)
+	if st.writeMu.TryLock() {
+		st.writeMu.Unlock()
+		return
+	}
+	st.sm.SetWriteDeadline(time.Unix(1, 0))
+}
+
+// smuxConn is the connection as smux sees it. It follows the frames in
+// both directions for smuxSession; it first replays what the handshake
+// read before smux started; and once the session is established, a failed
+// read ends the session, with its reason, before smux tells the streams,
+// so that they report the session's error rather than a bare io.EOF.
 type smuxConn struct {
 	net.Conn
-	sess   atomic.Pointer[Session] // set once the handshake is done
-	replay []byte                  // read by the handshake, for smux to read
+	sess    atomic.Pointer[Session] // set once the handshake is done
+	replay  []byte                  // read by the handshake, for smux to read
+	in, out smuxScanner             // used by smux's receiving and sending goroutines
 }
 
 func (c *smuxConn) Read(p []byte) (int, error) {
 	if len(c.replay) > 0 {
 		n := copy(p, c.replay)
 		c.replay = c.replay[n:]
+		c.in.scan(p[:n])
 		return n, nil
 	}
 	n, err := c.Conn.Read(p)
+	c.in.scan(p[:n])
 	if err != nil && !errors.Is(err, net.ErrClosed) { // a local close: smuxAcceptLoop says why
 		if s := c.sess.Load(); s != nil {
 			s.fail(s.connError(err, 0))
@@ -257,12 +365,47 @@ func (c *smuxConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+func (c *smuxConn) Write(p []byte) (int, error) {
+	c.out.scan(p)
+	return c.Conn.Write(p)
+}
+
 // startSmux starts a smux session on rw.
 func startSmux(rw *smuxConn, sc *smux.Config, client bool) (*smux.Session, error) {
 	if client {
 		return smux.Client(rw, sc)
 	}
 	return smux.Server(rw, sc)
+}
+
+// smuxScanner follows the frames of one direction of a smux connection,
+// however the bytes are split, and calls on with each frame's command and
+// stream id.
+type smuxScanner struct {
+	on   func(cmd byte, sid uint32)
+	hdr  [smuxHeaderLen]byte
+	n    int // bytes of hdr filled
+	skip int // payload bytes still to pass
+}
+
+func (sc *smuxScanner) scan(b []byte) {
+	for len(b) > 0 {
+		if sc.skip > 0 {
+			k := min(sc.skip, len(b))
+			sc.skip -= k
+			b = b[k:]
+			continue
+		}
+		k := copy(sc.hdr[sc.n:], b)
+		sc.n += k
+		b = b[k:]
+		if sc.n < smuxHeaderLen {
+			return
+		}
+		sc.n = 0
+		sc.skip = int(binary.LittleEndian.Uint16(sc.hdr[2:]))
+		sc.on(sc.hdr[1], binary.LittleEndian.Uint32(sc.hdr[4:]))
+	}
 }
 
 // smuxAcceptLoop takes every stream smux accepts, so that smux's fixed
@@ -292,6 +435,7 @@ func (s *Session) smuxAcceptLoop() {
 		}
 		st := &Stream{sess: s, in: true, sm: sms}
 		st.opened.Store(true)
+		s.smux.attach(st)
 		s.wg.Add(1)
 		go s.smuxServe(st)
 	}
@@ -325,7 +469,7 @@ func (s *Session) smuxRefuseLater(sms *smux.Stream, refusing chan struct{}) {
 	select {
 	case refusing <- struct{}{}:
 	default:
-		sms.Close()
+		s.smux.closeStream(sms)
 		return
 	}
 	s.wg.Add(1)
@@ -335,7 +479,7 @@ func (s *Session) smuxRefuseLater(sms *smux.Stream, refusing chan struct{}) {
 		sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		var first [1]byte
 		if _, err := sms.Read(first[:]); err != nil {
-			sms.Close()
+			s.smux.closeStream(sms)
 			return
 		}
 		s.smuxRefuse(sms)
@@ -347,7 +491,7 @@ func (s *Session) smuxRefuseLater(sms *smux.Stream, refusing chan struct{}) {
 func (s *Session) smuxRefuse(sms *smux.Stream) {
 	sms.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sms.Write(smuxRefusedStatus)
-	sms.Close()
+	s.smux.closeStream(sms)
 }
 
 // smuxServe admits a new stream and runs the handler that takes it, if
@@ -372,7 +516,7 @@ func (s *Session) smuxAdmit(st *Stream) func(*Stream) {
 	t, err := binary.ReadUvarint(byteReader{sms})
 	sms.SetReadDeadline(time.Time{})
 	if err != nil || t >= uint64(smuxSettingsType) {
-		sms.Close()
+		s.smux.closeStream(sms)
 		s.forget(st)
 		return nil
 	}
@@ -380,7 +524,7 @@ func (s *Session) smuxAdmit(st *Stream) func(*Stream) {
 	s.mu.Lock()
 	if s.err != nil { // the session ended meanwhile
 		s.mu.Unlock()
-		sms.Close()
+		s.smux.closeStream(sms)
 		s.forget(st)
 		return nil
 	}
@@ -400,13 +544,16 @@ func (s *Session) smuxOpen(t StreamType) (*Stream, error) {
 	}
 	if err != nil {
 		if sms != nil {
-			sms.Close()
+			s.smux.closeStream(sms)
 		}
 		s.forget(st)
 		return nil, refusedBy(fmt.Errorf("mux: opening a smux stream: %w", err))
 	}
 	st.sm = sms
 	st.opened.Store(true)
+	// Only now: a refusal that came already fails the stream's writes,
+	// not the writing of its type.
+	s.smux.attach(st)
 	return st, nil
 }
 
@@ -442,29 +589,54 @@ func (st *Stream) smuxReadStatus() error {
 	return st.smuxStatusErr
 }
 
+// smuxWrite writes p, one writer at a time, as the native engine does
+// (and as smuxPeerGone relies on).
 func (st *Stream) smuxWrite(p []byte) (int, error) {
-	if st.in && !st.smuxStatusDone.Load() {
-		return st.smuxWriteFirst(p)
-	}
-	n, err := st.sm.Write(p)
-	return n, st.smuxErr(err)
-}
-
-// smuxWriteFirst writes an accepted stream's first bytes behind its
-// admission status.
-func (st *Stream) smuxWriteFirst(p []byte) (int, error) {
 	st.writeMu.Lock()
 	defer st.writeMu.Unlock()
-	if st.smuxStatusDone.Load() {
-		n, err := st.sm.Write(p)
-		return n, st.smuxErr(err)
+	if st.smuxPeerClosed.Load() {
+		return 0, st.smuxWriteErr(errSmuxPeerClosed)
 	}
+	if st.in && !st.smuxStatusDone.Load() {
+		return st.smuxWriteFirstLocked(p)
+	}
+	n, err := st.sm.Write(p)
+	return n, st.smuxWriteErr(err)
+}
+
+// smuxWriteFirstLocked writes an accepted stream's first bytes behind its
+// admission status. The caller holds writeMu.
+func (st *Stream) smuxWriteFirstLocked(p []byte) (int, error) {
 	b := make([]byte, 1+len(p))
 	b[0] = smuxAdmitted
 	copy(b[1:], p)
 	n, err := st.sm.Write(b)
 	st.smuxStatusDone.Store(true)
-	return max(n-1, 0), st.smuxErr(err)
+	return max(n-1, 0), st.smuxWriteErr(err)
+}
+
+// smuxWriteErr reports a write's error in this package's terms. A write
+// that failed because the peer closed the stream reports so, or, on a
+// stream the peer refused, the refusal, which proves the stream was never
+// processed.
+func (st *Stream) smuxWriteErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st.mu.Lock()
+	closed := st.closed
+	st.mu.Unlock()
+	if closed || !st.smuxPeerClosed.Load() {
+		return st.smuxErr(err)
+	}
+	if !st.in {
+		// The status came before the peer's FIN: reading it waits for
+		// nothing.
+		if serr := st.smuxReadStatus(); errors.Is(serr, ErrRefused) {
+			return serr
+		}
+	}
+	return errSmuxPeerClosed
 }
 
 // smuxClose closes a smux stream once and frees its slot.
@@ -476,7 +648,7 @@ func (st *Stream) smuxClose() error {
 	if already {
 		return nil
 	}
-	err := st.sm.Close()
+	err := st.sess.smux.closeStream(st.sm)
 	st.sess.forget(st)
 	return err
 }

@@ -2,8 +2,10 @@ package mux
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -279,5 +281,90 @@ func TestHandlerClosingItsSessionReturns(t *testing.T) {
 				t.Fatal("the session still runs after Close")
 			}
 		})
+	}
+}
+
+// TestWriteFailsOnceThePeerClosedTheStream closes a stream on one side
+// while the other writes without a deadline: the writes fail soon, instead
+// of waiting for window forever, and what the closing side wrote before
+// it closed is still read.
+func TestWriteFailsOnceThePeerClosedTheStream(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			c, s := pair(t, withTransport(nil, tr), withTransport(nil, tr))
+			st, peer := openAccepted(t, testCtx(t, 10*time.Second), c, s, []byte("request"))
+			if _, err := peer.Write([]byte("bye")); err != nil {
+				t.Fatal(err)
+			}
+			peer.Close()
+
+			failed := make(chan error, 1)
+			go func() {
+				chunk := make([]byte, 64<<10)
+				for {
+					if _, err := st.Write(chunk); err != nil {
+						failed <- err
+						return
+					}
+				}
+			}()
+			select {
+			case err := <-failed:
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("Write: %v, with no deadline set", err)
+				}
+				if tr == Smux && !errors.Is(err, io.EOF) {
+					t.Errorf("Write: %v, want an io.EOF", err)
+				}
+			case <-time.After(10 * time.Second):
+				c.Kill() // ends the Write
+				t.Fatal("Write to a stream the peer closed still blocks")
+			}
+			st.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if got, err := io.ReadAll(st); err != nil || string(got) != "bye" {
+				t.Fatalf("read after the peer's close: %q, %v; want what it wrote", got, err)
+			}
+		})
+	}
+}
+
+// TestSmuxWriteOnARefusedStreamIsRetrySafe opens a stream past the peer's
+// limit (the test hides the limit from the client) and writes more than a
+// window on it: the Write fails at once with the refusal, which proves the
+// stream was never processed.
+func TestSmuxWriteOnARefusedStreamIsRetrySafe(t *testing.T) {
+	c, s := pair(t, &Config{Transport: Smux}, &Config{Transport: Smux, MaxIncomingStreams: 1})
+	ctx := testCtx(t, 10*time.Second)
+	hold, err := c.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	if _, err := hold.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the server to take the stream", func() bool { return s.NumStreams() == 1 })
+	c.mu.Lock()
+	c.peer.maxIncomingStreams = maxStreamID
+	c.mu.Unlock()
+
+	st, err := c.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	failed := make(chan error, 1)
+	go func() {
+		_, err := st.Write(make([]byte, 1<<20))
+		failed <- err
+	}()
+	select {
+	case err := <-failed:
+		if !errors.Is(err, ErrRefused) || !IsRetrySafe(err) {
+			t.Fatalf("Write on a refused stream: %v, want a retry-safe ErrRefused", err)
+		}
+	case <-time.After(10 * time.Second):
+		c.Kill() // ends the Write
+		t.Fatal("Write on a refused stream still blocks")
 	}
 }
