@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 )
@@ -39,23 +40,27 @@ func (s *Session) handshake(ctx context.Context) error {
 	return hb.done()
 }
 
+// readHandshake reads the peer's preface and SETTINGS. The preface is read
+// into a small array: a connection that sends nothing, or only part of a
+// preface, costs no read buffer.
 func (s *Session) readHandshake() error {
-	s.br = bufio.NewReaderSize(receiver{s}, readBufferSize)
-	b, err := s.br.Peek(prefaceLen)
-	if err != nil {
-		if len(b) > 0 && !bytesArePrefixOfPreface(b) {
-			return fmt.Errorf("mux: handshake: %w: got %q", ErrNotMuxrpc, b)
+	var pre [prefaceLen]byte
+	if n, err := io.ReadFull(s.conn, pre[:]); err != nil {
+		if n > 0 && !bytesArePrefixOfPreface(pre[:n]) {
+			return fmt.Errorf("mux: handshake: %w: got %q", ErrNotMuxrpc, pre[:n])
 		}
 		return fmt.Errorf("mux: handshake: reading preface: %w", err)
 	}
-	if err := checkPreface(b); err != nil {
+	if err := checkPreface(pre[:]); err != nil {
 		return fmt.Errorf("mux: handshake: %w", err)
 	}
-	s.br.Discard(prefaceLen)
+	s.br = bufio.NewReaderSize(receiver{s}, readBufferSize)
 	hb, err := s.br.Peek(frameHeaderLen)
 	if err != nil {
 		return fmt.Errorf("mux: handshake: reading settings: %w", err)
 	}
+	// The SETTINGS frame is bounded like every control frame: it must fit
+	// the read buffer, and the peer cannot know this side's MAX_FRAME_SIZE.
 	h, err := parseFrameHeader(hb, maxControlPayload)
 	if err == nil && h.typ != frameSettings {
 		err = fmt.Errorf("%w: first frame is %s, not SETTINGS", errFrame, h.typ)
