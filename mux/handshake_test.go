@@ -92,3 +92,41 @@ func TestHandshakeCancelledAsItSucceedsLeavesNoDeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestHandshakeSettingsBound sends SETTINGS frames around the bound of
+// every control frame, 16 384 bytes: the largest that fits (2 730 entries,
+// unknown ones but the last) is accepted, the next size fails the
+// handshake with ErrProtocol.
+func TestHandshakeSettingsBound(t *testing.T) {
+	settingsOf := func(entries int) []byte {
+		var p []byte
+		for range entries - 1 {
+			p = appendSetting(p, 0x7fff, 1) // unknown: ignored
+		}
+		p = appendSetting(p, settingMaxFrameSize, 1<<14)
+		return append(appendPreface(nil), frame(frameSettings, 0, 0, p)...)
+	}
+	for _, tc := range []struct {
+		entries int
+		ok      bool
+	}{{maxControlPayload / settingLen, true}, {maxControlPayload/settingLen + 1, false}} {
+		p, res := rawServerSession(t, nil, settingsOf(tc.entries))
+		var r sessionResult
+		select {
+		case r = <-res:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Server did not return")
+		}
+		switch {
+		case tc.ok && r.err != nil:
+			t.Fatalf("SETTINGS of %d bytes: %v", tc.entries*settingLen, r.err)
+		case tc.ok && r.s.peer.maxFrameSize != 1<<14:
+			t.Fatalf("SETTINGS of %d bytes: the last entry was not read", tc.entries*settingLen)
+		case !tc.ok && !errors.Is(r.err, ErrProtocol):
+			t.Fatalf("SETTINGS of %d bytes: %v, want ErrProtocol", tc.entries*settingLen, r.err)
+		}
+		if tc.ok {
+			p.readHello()
+		}
+	}
+}
