@@ -72,13 +72,18 @@ func (s *Session) HandleType(t StreamType, handle func(*Stream)) {
 	s.startHandlers(start)
 }
 
-// admitLocked enters a new incoming stream in the table and hands it to
-// the application: it returns the handler to run it with at once, or nil
-// when the stream is queued for an accept or for a free handler slot.
-func (s *Session) admitLocked(st *Stream) func(*Stream) {
+// chargeLocked counts a new incoming stream toward MaxIncomingStreams,
+// until the session forgets it.
+func (s *Session) chargeLocked(st *Stream) {
 	st.inTable = true
 	s.numIn++
 	s.numLive++
+}
+
+// admitLocked hands a new incoming stream, charged already, to the
+// application: it returns the handler to run it with at once, or nil when
+// the stream is queued for an accept or for a free handler slot.
+func (s *Session) admitLocked(st *Stream) func(*Stream) {
 	handle := s.handlers[st.typ]
 	if handle != nil && s.numHeld < s.cfg.MaxIncomingStreams && !s.handledPendingLocked() {
 		st.handled = true

@@ -143,3 +143,35 @@ func TestCloseBoundedOverPipeWithoutReader(t *testing.T) {
 		t.Fatalf("Err after Close: %v", s.Err())
 	}
 }
+
+// TestReadOnUnopenedStreamDoesNotWaitForWrite reads, with a deadline, on a
+// stream whose first Write waits for room on a congested connection: the
+// Read does not queue behind that Write to announce the stream (which
+// could deadlock a Write waiting for window that only the Read returns),
+// and ends at its deadline.
+func TestReadOnUnopenedStreamDoesNotWaitForWrite(t *testing.T) {
+	_, s := congestedSession(t, &Config{KeepAliveInterval: -1, CloseTimeout: 100 * time.Millisecond})
+	ctx := testCtx(t, 20*time.Second)
+	filler, err := s.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	filler.Write(make([]byte, 64<<20)) // until the send buffer is full
+	st, err := s.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go st.Write(make([]byte, 1<<10)) // waits for room, before its first frame
+	time.Sleep(50 * time.Millisecond)
+	st.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	err = within(t, 2*time.Second, "Read on a stream whose first Write waits", func() error {
+		_, err := st.Read(make([]byte, 1))
+		return err
+	})
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read: got %v, want ErrDeadlineExceeded", err)
+	}
+	st.Reset(0x100)
+	s.Kill()
+}

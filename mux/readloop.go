@@ -212,6 +212,7 @@ func (s *Session) openIncoming(id uint32, t StreamType) (*Stream, error) {
 	}
 	st := newStream(s, id, t)
 	s.streams[id] = st
+	s.chargeLocked(st)
 	st.handle = s.admitLocked(st)
 	s.mu.Unlock()
 	return st, nil

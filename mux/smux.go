@@ -415,7 +415,7 @@ func (sc *smuxScanner) scan(b []byte) {
 // a stream over the limit is refused (see smuxRefuseLater).
 func (s *Session) smuxAcceptLoop() {
 	defer s.wg.Done()
-	refusing := make(chan struct{}, smuxMaxRefusing)
+	refusing := make(chan struct{}, smuxRefusers(s.cfg))
 	for {
 		sms, err := s.smux.AcceptStream()
 		if err != nil {
@@ -429,11 +429,11 @@ func (s *Session) smuxAcceptLoop() {
 			return
 		}
 		runtime.SetFinalizer(sms, nil) // smux would close a dropped stream behind the application's back
-		if !s.smuxCharge() {
+		st := &Stream{sess: s, in: true, sm: sms}
+		if !s.smuxCharge(st) {
 			s.smuxRefuseLater(sms, refusing)
 			continue
 		}
-		st := &Stream{sess: s, in: true, sm: sms}
 		st.opened.Store(true)
 		s.smux.attach(st)
 		s.wg.Add(1)
@@ -444,25 +444,29 @@ func (s *Session) smuxAcceptLoop() {
 // smuxCharge counts a new incoming stream toward MaxIncomingStreams. It
 // reports false for a stream over the limit, or one arriving after the
 // session began to close.
-func (s *Session) smuxCharge() bool {
+func (s *Session) smuxCharge(st *Stream) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.err != nil || s.closing || s.numIn >= s.cfg.MaxIncomingStreams {
+	if s.err != nil || s.closing || s.refuseLocked() {
 		return false
 	}
-	s.numIn++
+	s.chargeLocked(st)
 	return true
 }
 
-// smuxMaxRefusing bounds the streams over the limit that wait for their
-// first bytes to be refused.
-const smuxMaxRefusing = 16
+// smuxRefusers bounds the streams over the limit that wait for their first
+// bytes to be refused: as many as the limit, and at least 16. An opener
+// that keeps to the limit still sends some streams over it, since smux
+// tells no side of the other's close: this side counts a stream until its
+// own handler closes it, the opener only until its own close. Those
+// streams must get a refusal, which is retry-safe, not a bare close.
+func smuxRefusers(c Config) int { return max(16, c.MaxIncomingStreams) }
 
 // smuxRefuseLater refuses a stream over the limit once its first bytes
 // have arrived, not before: smux registers a stream it opens only after
 // sending its SYN, and drops what arrives for the stream before then, so
 // an answer to a bare SYN may never reach the opener. At most
-// smuxMaxRefusing streams wait so, each on a goroutine of its own; beyond
+// smuxRefusers streams wait so, each on a goroutine of its own; beyond
 // them, the stream is closed at once, without a status: its opener has
 // that many streams open on which it writes nothing.
 func (s *Session) smuxRefuseLater(sms *smux.Stream, refusing chan struct{}) {
@@ -500,7 +504,7 @@ func (s *Session) smuxRefuse(sms *smux.Stream) {
 // that group.
 func (s *Session) smuxServe(st *Stream) {
 	if handle := s.smuxAdmit(st); handle != nil {
-		handle(st)
+		s.serve(st, handle)
 	}
 }
 
@@ -650,6 +654,7 @@ func (st *Stream) smuxClose() error {
 	}
 	err := st.sess.smux.closeStream(st.sm)
 	st.sess.forget(st)
+	st.sess.release(st)
 	return err
 }
 

@@ -118,21 +118,21 @@ func TestSmuxBareStreamsCostNoGoroutines(t *testing.T) {
 	// The server takes them in order: the first fill its slots, the next
 	// few wait to be refused, and it closes the rest at once.
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
-		if s.smux.NumStreams() <= limit+smuxMaxRefusing {
+		if s.smux.NumStreams() <= limit+smuxRefusers(s.cfg) {
 			break
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
 	close(stop)
 	sampling.Wait()
-	if peakGoroutines > limit+smuxMaxRefusing+50 {
+	if peakGoroutines > limit+smuxRefusers(s.cfg)+50 {
 		t.Errorf("%d bare streams cost up to %d goroutines, with MaxIncomingStreams %d", bare, peakGoroutines, limit)
 	}
 	// smux's own accept backlog holds up to 1024 streams.
-	if peakStreams > 1024+limit+smuxMaxRefusing+50 {
+	if peakStreams > 1024+limit+smuxRefusers(s.cfg)+50 {
 		t.Errorf("%d bare streams: up to %d open on the server, with MaxIncomingStreams %d", bare, peakStreams, limit)
 	}
-	if n := s.smux.NumStreams(); n > limit+smuxMaxRefusing {
+	if n := s.smux.NumStreams(); n > limit+smuxRefusers(s.cfg) {
 		t.Fatalf("the server keeps %d of %d bare streams open, with MaxIncomingStreams %d", n, bare, limit)
 	}
 

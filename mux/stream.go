@@ -173,9 +173,12 @@ func (st *Stream) wakeLocked() {
 
 // announce tells the peer of a stream this side opened and has not written
 // to, so that a Read waiting for the peer to speak first is not waiting in
-// vain.
+// vain. A Write under way opens the stream itself; waiting for it could
+// deadlock, since it may wait for window that only this Read gives back.
 func (st *Stream) announce() {
-	st.writeMu.Lock()
+	if !st.writeMu.TryLock() {
+		return
+	}
 	defer st.writeMu.Unlock()
 	if !st.opened.Load() {
 		st.writeLocked(nil, false)
