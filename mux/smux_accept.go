@@ -1,0 +1,157 @@
+package mux
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/xtaci/smux"
+)
+
+// How the Smux transport takes the peer's streams: each is charged to the
+// stream limit as it arrives, refused past it, and admitted once its type
+// has arrived.
+
+// smuxAcceptLoop takes every stream smux accepts, so that smux's fixed
+// accept backlog never fills and freezes the session. Each stream takes a
+// slot of MaxIncomingStreams at once, while it waits for its type, so
+// that at most that many streams wait to be admitted, each on a goroutine;
+// a stream over the limit is refused (see smuxRefuseLater).
+func (s *Session) smuxAcceptLoop() {
+	defer s.wg.Done()
+	refusing := make(chan struct{}, smuxRefusers(s.cfg))
+	for {
+		sms, err := s.smux.AcceptStream()
+		if err != nil {
+			if errors.Is(err, io.ErrClosedPipe) {
+				// smux closes its session itself only when its keepalive
+				// finds the peer silent; when this side closed it, fail has
+				// recorded why already and ignores this.
+				err = ErrKeepAliveTimeout
+			}
+			s.fail(err)
+			return
+		}
+		runtime.SetFinalizer(sms, nil) // smux would close a dropped stream behind the application's back
+		st := &Stream{sess: s, in: true, sm: sms}
+		if !s.smuxCharge(st) {
+			s.smuxRefuseLater(sms, refusing)
+			continue
+		}
+		st.opened.Store(true)
+		s.smux.attach(st)
+		s.wg.Add(1)
+		go s.smuxServe(st)
+	}
+}
+
+// smuxCharge counts a new incoming stream toward MaxIncomingStreams. It
+// reports false for a stream over the limit, or one arriving after the
+// session began to close.
+func (s *Session) smuxCharge(st *Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || s.closing || s.refuseLocked() {
+		return false
+	}
+	s.chargeLocked(st)
+	return true
+}
+
+// smuxRefusers bounds the streams over the limit that wait for their first
+// bytes to be refused: as many as the limit, and at least 16. An opener
+// that keeps to the limit still sends some streams over it, since smux
+// tells no side of the other's close: this side counts a stream until its
+// own handler closes it, the opener only until its own close. Those
+// streams must get a refusal, which is retry-safe, not a bare close.
+func smuxRefusers(c Config) int { return max(16, c.MaxIncomingStreams) }
+
+// smuxRefuseLater refuses a stream over the limit once its first bytes
+// have arrived, not before: smux registers a stream it opens only after
+// sending its SYN, and drops what arrives for the stream before then, so
+// an answer to a bare SYN may never reach the opener. At most
+// smuxRefusers streams wait so, each on a goroutine of its own; beyond
+// them, the stream is closed at once, without a status: its opener has
+// that many streams open on which it writes nothing.
+func (s *Session) smuxRefuseLater(sms *smux.Stream, refusing chan struct{}) {
+	select {
+	case refusing <- struct{}{}:
+	default:
+		s.smux.closeStream(sms)
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-refusing }()
+		sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+		var first [1]byte
+		if _, err := sms.Read(first[:]); err != nil {
+			s.smux.closeStream(sms)
+			return
+		}
+		s.smuxRefuse(sms)
+	}()
+}
+
+// smuxRefuse tells the opener of sms that the stream is refused, and
+// closes it once the opener has closed it too, sent smuxRefuseDrain more
+// bytes, or let the handshake timeout pass. A close right behind the
+// status was seen to reach the opener, now and then, as a bare end of
+// stream without the status, which would leave it unsure whether the
+// stream was processed. An opener still writing learns of the refusal
+// from the close.
+func (s *Session) smuxRefuse(sms *smux.Stream) {
+	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
+	sms.SetWriteDeadline(deadline)
+	if _, err := sms.Write(smuxRefusedStatus); err == nil {
+		sms.SetReadDeadline(deadline)
+		io.CopyN(io.Discard, sms, smuxRefuseDrain)
+	}
+	s.smux.closeStream(sms)
+}
+
+// smuxRefuseDrain bounds what a refused stream's opener may still send
+// before the stream is closed.
+const smuxRefuseDrain = 64 << 10
+
+// smuxServe admits a new stream and runs the handler that takes it, if
+// any. Only the admission counts in the session's wait group: the handler
+// is the application's, and may itself close the session, which waits for
+// that group.
+func (s *Session) smuxServe(st *Stream) {
+	if handle := s.smuxAdmit(st); handle != nil {
+		s.serve(st, handle)
+	}
+}
+
+// smuxAdmit reads a new stream's type, within the handshake timeout, and
+// queues the stream for AcceptType, or returns the handler for its type.
+// It closes a stream without a valid type. A stream whose type arrives
+// after Close began is admitted all the same: it took its slot before, so
+// Close counts it as in flight and waits for it.
+func (s *Session) smuxAdmit(st *Stream) func(*Stream) {
+	defer s.wg.Done()
+	sms := st.sm
+	sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	t, err := binary.ReadUvarint(byteReader{sms})
+	sms.SetReadDeadline(time.Time{})
+	if err != nil || t >= uint64(smuxSettingsType) {
+		s.smux.closeStream(sms)
+		s.forget(st)
+		return nil
+	}
+	st.typ = StreamType(t)
+	s.mu.Lock()
+	if s.err != nil { // the session ended meanwhile
+		s.mu.Unlock()
+		s.smux.closeStream(sms)
+		s.forget(st)
+		return nil
+	}
+	handle := s.admitLocked(st)
+	s.mu.Unlock()
+	return handle
+}

@@ -1,0 +1,181 @@
+package mux
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xtaci/smux"
+)
+
+// How the Smux transport follows smux's frames as they pass, for what smux
+// does not tell: which streams the peer has closed.
+
+// smuxSession is a session's smux machinery: the smux session, and what
+// this package learns of its streams from the frames that pass.
+type smuxSession struct {
+	*smux.Session
+
+	mu      sync.Mutex
+	streams map[uint32]smuxEntry // by smux stream id, from SYN until this side closes the stream
+}
+
+// smuxEntry is what is known of a smux stream: this package's Stream, once
+// there is one, and whether the peer has closed the stream.
+type smuxEntry struct {
+	st         *Stream
+	peerClosed bool
+}
+
+// ownFrame sees each frame this side sends, before it leaves: a stream
+// this side opens is tracked before the peer can answer it.
+func (t *smuxSession) ownFrame(cmd byte, sid uint32) {
+	if cmd == smuxSYN {
+		t.track(sid)
+	}
+}
+
+// peerFrame sees each frame the peer sends, before smux reads it.
+func (t *smuxSession) peerFrame(cmd byte, sid uint32) {
+	switch cmd {
+	case smuxSYN:
+		t.track(sid)
+	case smuxFIN:
+		t.peerClosed(sid)
+	}
+}
+
+// track starts tracking a stream that opens; as in smux, a SYN for a
+// stream already open changes nothing.
+func (t *smuxSession) track(sid uint32) {
+	t.mu.Lock()
+	if _, ok := t.streams[sid]; !ok {
+		t.streams[sid] = smuxEntry{}
+	}
+	t.mu.Unlock()
+}
+
+// peerClosed records the peer's FIN on a stream, and fails its writes.
+func (t *smuxSession) peerClosed(sid uint32) {
+	t.mu.Lock()
+	e, ok := t.streams[sid]
+	if ok {
+		e.peerClosed = true
+		t.streams[sid] = e
+	}
+	t.mu.Unlock()
+	if e.st != nil {
+		e.st.smuxPeerGone()
+	}
+}
+
+// attach ties st to its smux stream's entry.
+func (t *smuxSession) attach(st *Stream) {
+	sid := st.sm.ID()
+	t.mu.Lock()
+	e := t.streams[sid]
+	e.st = st
+	t.streams[sid] = e
+	t.mu.Unlock()
+	if e.peerClosed {
+		st.smuxPeerGone()
+	}
+}
+
+// closeStream stops tracking sms and closes it.
+func (t *smuxSession) closeStream(sms *smux.Stream) error {
+	t.mu.Lock()
+	delete(t.streams, sms.ID())
+	t.mu.Unlock()
+	return sms.Close()
+}
+
+// smuxPeerGone fails the stream's writes once the peer has closed it: smux
+// itself would go on taking them, and then wait for window that never
+// comes. A Write under way, which may be waiting so, is woken by a past
+// write deadline; one that starts later sees the flag, since both hold
+// writeMu. (Setting a smux deadline allocates: only when a Write is under
+// way.)
+func (st *Stream) smuxPeerGone() {
+	st.smuxPeerClosed.Store(true)
+	if st.writeMu.TryLock() {
+		st.writeMu.Unlock()
+		return
+	}
+	st.sm.SetWriteDeadline(time.Unix(1, 0))
+}
+
+// smuxConn is the connection as smux sees it. It follows the frames in
+// both directions for smuxSession; it first replays what the handshake
+// read before smux started; and once the session is established, a failed
+// read ends the session, with its reason, before smux tells the streams,
+// so that they report the session's error rather than a bare io.EOF.
+type smuxConn struct {
+	net.Conn
+	sess    atomic.Pointer[Session] // set once the handshake is done
+	replay  []byte                  // read by the handshake, for smux to read
+	in, out smuxScanner             // used by smux's receiving and sending goroutines
+}
+
+func (c *smuxConn) Read(p []byte) (int, error) {
+	if len(c.replay) > 0 {
+		n := copy(p, c.replay)
+		c.replay = c.replay[n:]
+		c.in.scan(p[:n])
+		return n, nil
+	}
+	n, err := c.Conn.Read(p)
+	c.in.scan(p[:n])
+	if err != nil && !errors.Is(err, net.ErrClosed) { // a local close: smuxAcceptLoop says why
+		if s := c.sess.Load(); s != nil {
+			s.fail(s.connError(err, 0))
+		}
+	}
+	return n, err
+}
+
+func (c *smuxConn) Write(p []byte) (int, error) {
+	c.out.scan(p)
+	return c.Conn.Write(p)
+}
+
+// startSmux starts a smux session on rw.
+func startSmux(rw *smuxConn, sc *smux.Config, client bool) (*smux.Session, error) {
+	if client {
+		return smux.Client(rw, sc)
+	}
+	return smux.Server(rw, sc)
+}
+
+// smuxScanner follows the frames of one direction of a smux connection,
+// however the bytes are split, and calls on with each frame's command and
+// stream id.
+type smuxScanner struct {
+	on   func(cmd byte, sid uint32)
+	hdr  [smuxHeaderLen]byte
+	n    int // bytes of hdr filled
+	skip int // payload bytes still to pass
+}
+
+func (sc *smuxScanner) scan(b []byte) {
+	for len(b) > 0 {
+		if sc.skip > 0 {
+			k := min(sc.skip, len(b))
+			sc.skip -= k
+			b = b[k:]
+			continue
+		}
+		k := copy(sc.hdr[sc.n:], b)
+		sc.n += k
+		b = b[k:]
+		if sc.n < smuxHeaderLen {
+			return
+		}
+		sc.n = 0
+		sc.skip = int(binary.LittleEndian.Uint16(sc.hdr[2:]))
+		sc.on(sc.hdr[1], binary.LittleEndian.Uint32(sc.hdr[4:]))
+	}
+}

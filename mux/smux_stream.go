@@ -1,0 +1,174 @@
+package mux
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	"github.com/xtaci/smux"
+)
+
+// A Stream on the Smux transport: the admission status in front of its
+// bytes, and smux's errors in this package's terms.
+
+// smuxOpen opens a smux stream of type t for OpenType, which has taken its
+// slot.
+func (s *Session) smuxOpen(t StreamType) (*Stream, error) {
+	st := &Stream{sess: s, typ: t}
+	sms, err := s.smux.OpenStream()
+	if err == nil {
+		runtime.SetFinalizer(sms, nil)
+		_, err = sms.Write(binary.AppendUvarint(nil, uint64(t)))
+	}
+	if err != nil {
+		if sms != nil {
+			s.smux.closeStream(sms)
+		}
+		s.forget(st)
+		return nil, refusedBy(fmt.Errorf("mux: opening a smux stream: %w", err))
+	}
+	st.sm = sms
+	st.opened.Store(true)
+	// Only now: a refusal that came already fails the stream's writes,
+	// not the writing of its type.
+	s.smux.attach(st)
+	return st, nil
+}
+
+func (st *Stream) smuxRead(p []byte) (int, error) {
+	if !st.in && !st.smuxStatusDone.Load() {
+		if err := st.smuxReadStatus(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := st.sm.Read(p)
+	return n, st.smuxErr(err)
+}
+
+// smuxReadStatus reads the admission status byte in front of what the
+// acceptor of an opened stream sends.
+func (st *Stream) smuxReadStatus() error {
+	st.smuxStatusMu.Lock()
+	defer st.smuxStatusMu.Unlock()
+	if st.smuxStatusDone.Load() {
+		return st.smuxStatusErr
+	}
+	var status [1]byte
+	if _, err := io.ReadFull(st.sm, status[:]); err != nil {
+		return st.smuxErr(err) // nothing came: the stream ended or failed, or a deadline passed
+	}
+	switch {
+	case status[0] == smuxRefused:
+		st.smuxStatusErr = fmt.Errorf("%w: the peer is at its limit of streams", ErrRefused)
+	case status[0] != smuxAdmitted:
+		st.smuxStatusErr = fmt.Errorf("%w: admission status %#x", ErrProtocol, status[0])
+	}
+	st.smuxStatusDone.Store(true)
+	return st.smuxStatusErr
+}
+
+// smuxWrite writes p, one writer at a time, as the native engine does
+// (and as smuxPeerGone relies on).
+func (st *Stream) smuxWrite(p []byte) (int, error) {
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	if st.smuxPeerClosed.Load() {
+		return 0, st.smuxWriteErr(errSmuxPeerClosed)
+	}
+	if st.in && !st.smuxStatusDone.Load() {
+		return st.smuxWriteFirstLocked(p)
+	}
+	n, err := st.sm.Write(p)
+	return n, st.smuxWriteErr(err)
+}
+
+// smuxWriteFirstLocked writes an accepted stream's first bytes behind its
+// admission status. The caller holds writeMu.
+func (st *Stream) smuxWriteFirstLocked(p []byte) (int, error) {
+	b := make([]byte, 1+len(p))
+	b[0] = smuxAdmitted
+	copy(b[1:], p)
+	n, err := st.sm.Write(b)
+	st.smuxStatusDone.Store(true)
+	return max(n-1, 0), st.smuxWriteErr(err)
+}
+
+// smuxWriteErr reports a write's error in this package's terms. A write
+// that failed because the peer closed the stream reports so, or, on a
+// stream the peer refused, the refusal, which proves the stream was never
+// processed.
+func (st *Stream) smuxWriteErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st.mu.Lock()
+	closed := st.closed
+	st.mu.Unlock()
+	if closed || !st.smuxPeerClosed.Load() {
+		return st.smuxErr(err)
+	}
+	if !st.in {
+		// The status came before the peer's FIN: reading it waits for
+		// nothing.
+		if serr := st.smuxReadStatus(); errors.Is(serr, ErrRefused) {
+			return serr
+		}
+	}
+	return errSmuxPeerClosed
+}
+
+// smuxClose closes a smux stream once and frees its slot.
+func (st *Stream) smuxClose() error {
+	st.mu.Lock()
+	already := st.closed
+	st.closed = true
+	st.mu.Unlock()
+	if already {
+		return nil
+	}
+	err := st.sess.smux.closeStream(st.sm)
+	st.sess.forget(st)
+	st.sess.release(st)
+	return err
+}
+
+// smuxErr reports smux's errors in this package's terms.
+func (st *Stream) smuxErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st.mu.Lock()
+	closed := st.closed
+	st.mu.Unlock()
+	switch {
+	case closed: // smux reports io.EOF or io.ErrClosedPipe after Close
+		return ErrStreamClosed
+	case err == io.EOF:
+		if serr := st.sess.Err(); serr != nil {
+			return serr // the connection ended, not the stream
+		}
+		return err
+	case errors.Is(err, smux.ErrTimeout):
+		return os.ErrDeadlineExceeded // as net.Conn promises
+	case errors.Is(err, io.ErrClosedPipe):
+		if st.sess.smux.IsClosed() { // the session ended; report why
+			<-st.sess.done // soon: smuxAcceptLoop or fail records it
+			return st.sess.err
+		}
+		return io.EOF
+	}
+	return err
+}
+
+// byteReader reads one byte at a time, for reading a stream's type without
+// consuming anything after it.
+type byteReader struct{ r io.Reader }
+
+func (b byteReader) ReadByte() (byte, error) {
+	var one [1]byte
+	_, err := io.ReadFull(b.r, one[:])
+	return one[0], err
+}
