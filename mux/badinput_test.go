@@ -90,7 +90,13 @@ type sessionResult struct {
 // handshake with it.
 func rawClientOf(t testing.TB, cfg *Config) (*rawPeer, *Session) {
 	t.Helper()
-	p, res := rawServerSession(t, cfg, appendSettings(appendPreface(nil), rawSettings))
+	return rawClientWith(t, cfg, rawSettings)
+}
+
+// rawClientWith is rawClientOf with the raw peer announcing its settings.
+func rawClientWith(t testing.TB, cfg *Config, announce settings) (*rawPeer, *Session) {
+	t.Helper()
+	p, res := rawServerSession(t, cfg, appendSettings(appendPreface(nil), announce))
 	var r sessionResult
 	select {
 	case r = <-res:

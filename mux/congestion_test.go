@@ -14,21 +14,10 @@ import (
 // hundred KiB.
 func congestedSession(t *testing.T, cfg *Config) (*rawPeer, *Session) {
 	t.Helper()
-	hello := appendSettings(appendPreface(nil), settings{maxIncomingStreams: 100, initialWindow: maxWindow, maxFrameSize: 1 << 16})
-	p, res := rawServerSession(t, cfg, hello)
-	var r sessionResult
-	select {
-	case r = <-res:
-	case <-time.After(10 * time.Second):
-		t.Fatal("handshake with the raw peer hangs")
-	}
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	p.readHello()
-	r.s.Conn().(*net.TCPConn).SetWriteBuffer(8 << 10)
+	p, s := rawClientWith(t, cfg, settings{maxIncomingStreams: 100, initialWindow: maxWindow, maxFrameSize: 1 << 16})
+	s.Conn().(*net.TCPConn).SetWriteBuffer(8 << 10)
 	p.conn.(*net.TCPConn).SetReadBuffer(8 << 10)
-	return p, r.s
+	return p, s
 }
 
 // within runs f and fails the test unless it returns within d; it returns
