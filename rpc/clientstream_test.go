@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,10 +232,10 @@ func TestResponseHeaderOutOfPlaceIsInternal(t *testing.T) {
 	}
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		ctx := testCtx(t, 20*time.Second)
-		var answer []byte
-		p := dial(t, scriptedCallee(t, tr, func(string) []byte { return answer }), muxOpt(tr))
+		var answer atomic.Pointer[[]byte] // read by the callee's goroutines
+		p := dial(t, scriptedCallee(t, tr, func(string) []byte { return *answer.Load() }), muxOpt(tr))
 		for name, wire := range answers {
-			answer = wire
+			answer.Store(&wire)
 			t.Run(name, func(t *testing.T) {
 				err := p.Invoke(ctx, "/test.Echo/Unary", wrapperspb.String("x"), new(wrapperspb.StringValue))
 				wantStatus(t, err, codes.Internal, "response header")
