@@ -12,6 +12,7 @@ type deadline struct {
 // SetDeadline sets the read and write deadlines, as net.Conn does.
 func (st *Stream) SetDeadline(t time.Time) error {
 	if st.sm != nil {
+		st.smuxReadDeadline.Store(unixNanos(t))
 		return st.sm.SetDeadline(t)
 	}
 	st.mu.Lock()
@@ -24,6 +25,7 @@ func (st *Stream) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the deadline for Read, as net.Conn does.
 func (st *Stream) SetReadDeadline(t time.Time) error {
 	if st.sm != nil {
+		st.smuxReadDeadline.Store(unixNanos(t))
 		return st.sm.SetReadDeadline(t)
 	}
 	st.mu.Lock()
@@ -78,4 +80,20 @@ func (d *deadline) stop() {
 		d.timer.Stop()
 		d.timer = nil
 	}
+}
+
+// unixNanos is t in unix nanoseconds, 0 for the zero time.
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromUnixNanos undoes unixNanos.
+func fromUnixNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }

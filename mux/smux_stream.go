@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/xtaci/smux"
 )
@@ -111,14 +112,22 @@ func (st *Stream) smuxWriteErr(err error) error {
 		return st.smuxErr(err)
 	}
 	if !st.in {
-		// The status came before the peer's FIN: reading it waits for
-		// nothing.
-		if serr := st.smuxReadStatus(); errors.Is(serr, ErrRefused) {
+		// The status came before the peer's FIN, so reading it waits for
+		// little; but smux drops what arrives for a stream it has not yet
+		// registered (a peer that closed at once), so the wait is bounded.
+		st.sm.SetReadDeadline(time.Now().Add(smuxStatusWait))
+		serr := st.smuxReadStatus()
+		st.sm.SetReadDeadline(fromUnixNanos(st.smuxReadDeadline.Load()))
+		if errors.Is(serr, ErrRefused) {
 			return serr
 		}
 	}
 	return errSmuxPeerClosed
 }
+
+// smuxStatusWait bounds how long a failed Write waits for the admission
+// status of a stream the peer has closed.
+const smuxStatusWait = 500 * time.Millisecond
 
 // smuxClose closes a smux stream once and frees its slot.
 func (st *Stream) smuxClose() error {

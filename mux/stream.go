@@ -29,7 +29,10 @@ type Stream struct {
 	smuxStatusDone atomic.Bool
 	smuxStatusMu   sync.Mutex
 	smuxStatusErr  error
-	smuxPeerClosed atomic.Bool // the peer closed the stream: writes fail (see smux.go)
+	// The application's read deadline, which the Smux transport restores
+	// after a bounded wait of its own (unix nanos, 0 for none).
+	smuxReadDeadline atomic.Int64
+	smuxPeerClosed   atomic.Bool // the peer closed the stream: writes fail (see smux.go)
 
 	// What the send buffer holds of the stream's end; guarded by the
 	// session's wmu. Once queuedEnd is set no DATA frame of the stream is
