@@ -18,7 +18,7 @@ import (
 // limit is the project's to set, it fails instead.
 func needFiles(t *testing.T, n uint64) {
 	t.Helper()
-	skip := t.Skipf
+	skip := t.Skipf // outside CI only
 	if os.Getenv("CI") == "true" {
 		skip = t.Fatalf
 	}
