@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/credentials"
@@ -202,8 +201,7 @@ func (p *Peer) drain(ctx context.Context) error {
 // side's calls in flight, and its calls from then on, fail with Canceled
 // and ErrConnClosing; the other side's fail as its connection ends; the
 // handlers serving them are cancelled, and Close waits for them to return.
-// Close does not wait for the other side, beyond a moment for its GoAway
-// to leave when the other side does not read. Shutdown ends the session
+// Close does not wait for the other side. Shutdown ends the session
 // gracefully instead.
 func (p *Peer) Close() error {
 	p.closeNow()
@@ -251,29 +249,14 @@ func (p *Peer) shutdown(ctx context.Context, debug []byte) error {
 	return p.drain(ctx)
 }
 
-// goAwayWait bounds how long Close waits for its GoAway to be written,
-// which takes no time unless the peer does not read: such a peer cannot
-// hold Close longer.
-const goAwayWait = 500 * time.Millisecond
-
 // closeNow marks the Peer closing and ends its session at once, after a
-// best-effort GoAway that lets the other side tell this Close from a lost
-// connection.
+// GoAway that lets the other side tell this Close from a lost connection.
+// Queuing the GoAway never waits on the peer; on TCP it leaves at once
+// unless the connection is busy, and is lost if the kill comes first.
 func (p *Peer) closeNow() {
 	p.closing.Store(true)
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		p.sess.GoAway(mux.GoAwayNormal, nil)
-	}()
-	timer := time.NewTimer(goAwayWait)
-	select {
-	case <-sent:
-	case <-timer.C:
-	}
-	timer.Stop()
-	p.sess.Kill() // which also ends a GoAway blocked on the connection
-	<-sent
+	p.sess.GoAway(mux.GoAwayNormal, nil)
+	p.sess.Kill()
 }
 
 // kill marks the Peer closing and ends its session at once, without a
