@@ -3,6 +3,7 @@ package mux
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -151,8 +152,8 @@ func (s *Session) waitRoomLocked(st *Stream) error {
 	st.mu.Unlock()
 	s.wmu.Lock()
 	if err != nil {
-		if i := indexOf(s.roomWaiters, st); i >= 0 {
-			s.roomWaiters = append(s.roomWaiters[:i], s.roomWaiters[i+1:]...)
+		if i := slices.Index(s.roomWaiters, st); i >= 0 {
+			s.roomWaiters = slices.Delete(s.roomWaiters, i, i+1)
 		} else {
 			s.wakeRoomLocked() // st was granted room it will not use: pass it on
 		}
@@ -179,15 +180,6 @@ func (s *Session) wakeRoomLocked() {
 	if len(s.roomWaiters) == 0 {
 		s.roomWaiters = nil
 	}
-}
-
-func indexOf(list []*Stream, st *Stream) int {
-	for i, o := range list {
-		if o == st {
-			return i
-		}
-	}
-	return -1
 }
 
 // send queues the frame b, a control frame.

@@ -121,8 +121,8 @@ func (p *Peer) handle(st *mux.Stream) {
 		return
 	}
 	if h.timeout > 0 {
-		expiry := time.AfterFunc(h.timeout, c.expire)
-		defer expiry.Stop()
+		stop := context.AfterFunc(ctx, c.expire) // the deadline's own timer, no second one
+		defer stop()
 	}
 	if st.OnAbort(c.cancel) != nil {
 		c.watchAbort = true
@@ -248,10 +248,9 @@ const trailerGrace = 100 * time.Millisecond
 // then the stream is closed, which resets the caller's direction if it is
 // still open and fails the handler's SendMsg and RecvMsg. When the
 // trailer cannot be written within trailerGrace, the caller not reading,
-// the stream is reset with code DEADLINE_EXCEEDED instead. Its timer
-// runs it on a goroutine of its own.
+// the stream is reset with code DEADLINE_EXCEEDED instead. It runs on a
+// goroutine of its own once the call's context has ended.
 func (c *serverCall) expire() {
-	<-c.Done() // this timer and the context's fire together, either first
 	if c.Err() != context.DeadlineExceeded {
 		return // cancelled: the caller or the session has gone, or the call ended
 	}
