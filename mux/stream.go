@@ -225,9 +225,14 @@ func (st *Stream) CloseWrite() error {
 
 // WriteLast writes p and ends this side's direction, as Write then
 // CloseWrite would, but in one frame where p fits. On the Smux transport it
-// is Write, and the direction stays open.
+// is Write, and the direction stays open; but on a stream the peer opened
+// its slot frees before p leaves, since the peer, which cannot see this
+// side's close, may open its next stream as soon as it has read p.
 func (st *Stream) WriteLast(p []byte) (int, error) {
 	if st.sm != nil {
+		if st.in {
+			st.sess.forget(st)
+		}
 		return st.smuxWrite(p)
 	}
 	st.writeMu.Lock()
