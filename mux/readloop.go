@@ -132,7 +132,7 @@ func (s *Session) protocolError(cause error) error {
 	s.mu.Unlock()
 	if s.send(appendGoAway(nil, g)) == nil {
 		t := time.NewTimer(time.Second)
-		s.waitSent(t.C)
+		s.waitSent(t.C, nil)
 		t.Stop()
 	}
 	return err

@@ -373,7 +373,7 @@ func (s *Session) closeWith(final error, debug []byte) {
 		}
 	}
 	if !timedOut && s.smux == nil {
-		s.waitSent(timeout.C) // the last frames, the GoAway among them
+		s.waitSent(timeout.C, nil) // the last frames, the GoAway among them
 	}
 	s.fail(final)
 	s.wg.Wait()
@@ -384,6 +384,20 @@ func (s *Session) closeWith(final error, debug []byte) {
 // error then says why it ended, so that a client reconnects.
 func (s *Session) stopWithIDsExhausted() {
 	s.closeWith(ErrStreamIDsExhausted, []byte("stream ids exhausted"))
+}
+
+// Flush waits until the frames queued so far have been written to the
+// connection, ctx is done, or the session ends, and says which: nil,
+// ctx's error, or the session's. It lets a caller deliver what it queued,
+// a GoAway say, before it Kills the session, waiting on a peer that does
+// not read no longer than ctx allows. On the Smux transport, whose writes
+// are not queued, it returns nil at once.
+func (s *Session) Flush(ctx context.Context) error {
+	s.waitSent(nil, ctx.Done())
+	if err := s.Err(); err != nil {
+		return err
+	}
+	return ctx.Err()
 }
 
 // Kill ends the session at once: the connection is closed and every stream

@@ -402,8 +402,9 @@ func (s *Session) progressed(drained bool) {
 }
 
 // waitSent waits until everything queued so far has been written, writing
-// failed, the session ended, or timeout fires.
-func (s *Session) waitSent(timeout <-chan time.Time) {
+// failed, the session ended, timeout fires or stop is closed; either may
+// be nil.
+func (s *Session) waitSent(timeout <-chan time.Time, stop <-chan struct{}) {
 	s.wmu.Lock()
 	if s.writeErr != nil || len(s.wbuf) == 0 && s.rest == nil && s.flusher == flushNone {
 		s.wmu.Unlock()
@@ -418,6 +419,7 @@ func (s *Session) waitSent(timeout <-chan time.Time) {
 	case <-sent:
 	case <-s.done:
 	case <-timeout:
+	case <-stop:
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/credentials"
@@ -251,13 +252,20 @@ func (p *Peer) shutdown(ctx context.Context, debug []byte) error {
 
 // closeNow marks the Peer closing and ends its session at once, after a
 // GoAway that lets the other side tell this Close from a lost connection.
-// Queuing the GoAway never waits on the peer; on TCP it leaves at once
-// unless the connection is busy, and is lost if the kill comes first.
+// It waits at most goAwayWait for the GoAway, and the answers queued
+// before it, to be written: a peer that does not read cannot hold Close
+// longer.
 func (p *Peer) closeNow() {
 	p.closing.Store(true)
 	p.sess.GoAway(mux.GoAwayNormal, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), goAwayWait)
+	p.sess.Flush(ctx)
+	cancel()
 	p.sess.Kill()
 }
+
+// goAwayWait bounds how long Close waits for what it queued to leave.
+const goAwayWait = 500 * time.Millisecond
 
 // kill marks the Peer closing and ends its session at once, without a
 // GoAway: Server.Stop.

@@ -102,7 +102,9 @@ func runClient(ctx context.Context, out io.Writer, addr string) error {
 	if err != nil {
 		return err
 	}
-	defer peer.Close()
+	// Shutdown, unlike Close, lets the calls in flight in both directions
+	// finish first: here the answer to the server's greeting.
+	defer peer.Shutdown(ctx)
 	select { // the server's greeting, pushed outside any call
 	case <-n.welcomed:
 	case <-ctx.Done():
