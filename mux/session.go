@@ -491,6 +491,10 @@ func (s *Session) forget(st *Stream) {
 	st.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if st.forgotten {
+		return
+	}
+	st.forgotten = true
 	if id := st.id.Load(); id != 0 && s.streams[id] == st {
 		delete(s.streams, id)
 	}

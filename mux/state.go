@@ -75,7 +75,11 @@ func (st *Stream) endLocked(c change) afterEnd {
 		st.dropInputLocked()
 	}
 	st.wakeLocked()
-	a := afterEnd{st: st, forget: !wasFinished && st.finishedLocked()}
+	// A stream is forgotten once it finishes, and again (a no-op) when the
+	// peer's frame comes while this side's ending is still under way: the
+	// peer has forgotten the stream then, and this side must not go on
+	// counting it while the rest of its ending waits for the send path.
+	a := afterEnd{st: st, forget: st.finishedLocked() && (!wasFinished || c.by == byPeer)}
 	if c.by != byApp && !st.closed && !st.aborted && (st.send == halfFailed || st.recv == halfFailed) {
 		st.aborted = true
 		a.onAbort, st.onAbort = st.onAbort, nil

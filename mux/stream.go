@@ -42,9 +42,10 @@ type Stream struct {
 
 	// The session's bookkeeping of an incoming stream; guarded by the
 	// session's mu (see session.go, forget and release).
-	inTable bool     // counted toward MaxIncomingStreams: not yet forgotten
-	app     appState // whether the application has the stream
-	handled bool     // served by a HandleType handler, whose return lets it go
+	inTable   bool     // counted toward MaxIncomingStreams: not yet forgotten
+	forgotten bool     // the session has forgotten the stream and freed its slot
+	app       appState // whether the application has the stream
+	handled   bool     // served by a HandleType handler, whose return lets it go
 
 	mu          sync.Mutex
 	send, recv  half  // the directions' states, moved by endLocked
