@@ -224,8 +224,13 @@ func (p *Peer) Shutdown(ctx context.Context) error {
 		p.closeNow()
 	})
 	err := p.shutdown(ctx, nil)
-	if !stop() {
+	switch {
+	case !stop():
 		<-killed
+	case err != nil:
+		// ctx ended, but the AfterFunc was stopped before it started: a
+		// context reports its error a moment before it runs its AfterFuncs.
+		p.closeNow()
 	}
 	return err
 }
