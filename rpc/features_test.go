@@ -2,16 +2,8 @@ package rpc
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
-	"net"
 	"reflect"
 	"slices"
 	"strings"
@@ -243,88 +235,6 @@ func TestPeerInfo(t *testing.T) {
 		}
 		if PeerFromContext(ctx) != nil {
 			t.Errorf("PeerFromContext outside a handler is not nil")
-		}
-	})
-}
-
-// selfSigned makes a TLS certificate for 127.0.0.1 and a pool that trusts
-// it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "muxrpc test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
-
-// TestTLS serves on a TLS listener and dials with WithTLS: calls work both
-// ways, and each handler's peer.AuthInfo is a credentials.TLSInfo of a
-// finished handshake (the server also sees the certificate it presented).
-func TestTLS(t *testing.T) {
-	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
-		ctx := testCtx(t, 10*time.Second)
-		cert, pool := selfSigned(t)
-		authc := make(chan credentials.AuthInfo, 2)
-		impl := &funcEcho{unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-			p, _ := peer.FromContext(ctx)
-			authc <- p.AuthInfo
-			return defaultEcho.Unary(ctx, in)
-		}}
-		srv := NewServer(muxOpt(tr))
-		srv.RegisterService(&echoDesc, impl)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		serveOn(t, srv, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}}))
-		callbacks := NewServer()
-		callbacks.RegisterService(&echoDesc, impl)
-		client := dial(t, ln.Addr().String(), WithTLS(&tls.Config{RootCAs: pool}), WithServices(callbacks), muxOpt(tr))
-
-		checkAuth := func(who string) {
-			t.Helper()
-			a := await(t, authc, 5*time.Second, "the handler's AuthInfo")
-			info, ok := a.(credentials.TLSInfo)
-			if !ok {
-				t.Fatalf("%s: AuthInfo is %T, want credentials.TLSInfo", who, a)
-			}
-			if info.AuthType() != "tls" || !info.State.HandshakeComplete || info.State.Version < tls.VersionTLS12 {
-				t.Fatalf("%s: TLS state %+v", who, info.State)
-			}
-			if info.SecurityLevel != credentials.PrivacyAndIntegrity {
-				t.Fatalf("%s: security level %v", who, info.SecurityLevel)
-			}
-		}
-		checkEcho(t, ctx, client, "server")
-		checkAuth("server")
-		checkEcho(t, ctx, onlyPeer(t, srv), "server") // the callbacks' impl also answers "server:"
-		checkAuth("client")
-		// The client's side sees the server's certificate.
-		cs := client.Session().Conn().(*tls.Conn).ConnectionState()
-		if len(cs.PeerCertificates) == 0 || !cs.PeerCertificates[0].Equal(cert.Leaf) {
-			t.Fatalf("the client does not see the server's certificate")
 		}
 	})
 }
