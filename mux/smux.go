@@ -111,6 +111,13 @@ func (s *Session) smuxHandshake(ctx context.Context, rw *smuxConn, sc *smux.Conf
 	}
 	s.smux = t
 	if err := s.smuxSendSettings(); err != nil {
+		// A peer that ended the connection may have said why before: a TLS
+		// alert refusing this side's certificate, say, which a write can
+		// miss once the peer's reset arrives. The read that follows finds
+		// it, as the native handshake's does; the deadline bounds it.
+		if _, rerr := s.smuxReadSettings(); rerr != nil {
+			return rerr
+		}
 		return fmt.Errorf("mux: handshake: sending settings over smux: %w", err)
 	}
 	limit, err := s.smuxReadSettings()

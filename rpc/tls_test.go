@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -150,6 +151,16 @@ func (pki *testPKI) mutualServerTLS() *tls.Config {
 // certs.
 func (pki *testPKI) clientTLS(certs ...tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: pki.ca.pool, Certificates: certs}
+}
+
+// forcedClientTLS is a client's config that trusts the test CA and
+// presents cert whatever CAs the server asks for, as an attacker would (a
+// Go client otherwise sends no certificate the server's CAs did not
+// issue).
+func (pki *testPKI) forcedClientTLS(cert tls.Certificate) *tls.Config {
+	return &tls.Config{RootCAs: pki.ca.pool, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return &cert, nil
+	}}
 }
 
 // verifiedIdentity returns the common name of the certificate the caller
@@ -397,6 +408,46 @@ func (rs *refusalServer) expectRefused(t *testing.T, pki *testPKI, tr mux.Transp
 	if p.RemoteAddr().String() != good.Session().LocalAddr().String() {
 		t.Fatalf("OnPeer ran for %v, want the good client %v", p.RemoteAddr(), good.Session().LocalAddr())
 	}
+}
+
+// TestMutualTLSRefusesClientWithoutValidCertificate dials a server that
+// requires client certificates with no certificate, with one an untrusted
+// CA signed, with an expired one, and with one not for client
+// authentication (the server's own): each dial fails with an error that
+// names the TLS alert the server sent, the server closes the connection
+// without making a Peer (no OnPeer, no entry in Peers), and serves the
+// next, good client.
+func TestMutualTLSRefusesClientWithoutValidCertificate(t *testing.T) {
+	pki := newTestPKI(t)
+	cases := []struct {
+		name string
+		cfg  *tls.Config
+		want string // in the dial's error
+	}{
+		{"no certificate", pki.clientTLS(), "certificate required"},
+		{"signed by another CA", pki.forcedClientTLS(pki.otherCA.issue(t, leafSpec{name: "mallory", client: true})), "unknown certificate authority"},
+		{"expired", pki.forcedClientTLS(pki.ca.issue(t, leafSpec{name: "bob", client: true, expiredAt: time.Hour})), "expired certificate"},
+		{"server certificate as client certificate", pki.forcedClientTLS(pki.server), "bad certificate"},
+	}
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				rs := newRefusalServer(t, tr, pki.mutualServerTLS())
+				ctx := testCtx(t, 10*time.Second)
+				p, err := Dial(ctx, rs.ln.Addr().String(), WithTLS(tc.cfg), muxOpt(tr))
+				if err == nil {
+					p.Close()
+					t.Fatal("the dial succeeded")
+				}
+				var opErr *net.OpError
+				if !strings.Contains(err.Error(), "tls: "+tc.want) || !errors.As(err, &opErr) || opErr.Op != "remote error" {
+					t.Fatalf("the dial failed with %q, want a remote TLS alert %q", err, tc.want)
+				}
+				t.Logf("the dial failed with: %v", err)
+				rs.expectRefused(t, pki, tr)
+			})
+		}
+	})
 }
 
 // TestTLSRejectsBadServerCertificate dials servers whose certificate has
