@@ -81,8 +81,10 @@ type Config struct {
 	// hearing from it. Default 45s; it must exceed KeepAliveInterval.
 	KeepAliveTimeout time.Duration
 
-	// HandshakeTimeout bounds the exchange of prefaces when a session starts.
-	// Default 10s.
+	// HandshakeTimeout bounds the exchange of prefaces when a session
+	// starts, together with the TLS handshake before it on a TLS
+	// connection (DialTLS, ListenTLS, or a tls.Conn given to Client or
+	// Server that has not done its handshake yet). Default 10s.
 	HandshakeTimeout time.Duration
 
 	// CloseTimeout bounds how long Close waits for open streams to finish

@@ -3,6 +3,7 @@ package mux
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,12 @@ import (
 // both within the handshake timeout.
 func (s *Session) handshake(ctx context.Context) error {
 	hb := boundHandshake(ctx, s.conn, s.cfg.HandshakeTimeout)
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		// First, so that its failure is reported as such.
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return hb.fail(fmt.Errorf("mux: TLS handshake: %w", err))
+		}
+	}
 	out := appendSettings(appendPreface(nil), settings{
 		maxIncomingStreams: uint32(s.cfg.MaxIncomingStreams),
 		initialWindow:      uint32(s.cfg.StreamWindow),

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 )
 
@@ -21,14 +22,29 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Session, err
 }
 
 // DialTLS connects to addr over TLS and starts the client side of a
-// session on the connection. ctx bounds the dial and both handshakes.
+// session on the connection. ctx bounds the dial and both handshakes;
+// Config.HandshakeTimeout bounds the TLS handshake and the session's
+// together, as it does on the server's side. As with tls.Dial, an empty
+// tlsConfig.ServerName means the host in addr.
 func DialTLS(ctx context.Context, network, addr string, tlsConfig *tls.Config, cfg *Config) (*Session, error) {
-	d := tls.Dialer{Config: tlsConfig}
+	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	return newSession(ctx, conn, cfg, true)
+	if tlsConfig == nil {
+		tlsConfig = &tls.Config{}
+	}
+	if tlsConfig.ServerName == "" {
+		host := addr
+		if i := strings.LastIndex(addr, ":"); i >= 0 {
+			host = addr[:i]
+		}
+		tlsConfig = tlsConfig.Clone()
+		tlsConfig.ServerName = host
+	}
+	// The session's handshake runs the TLS handshake, under its deadline.
+	return newSession(ctx, tls.Client(conn, tlsConfig), cfg, true)
 }
 
 // A Listener accepts connections and starts the server side of a session on

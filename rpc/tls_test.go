@@ -568,6 +568,73 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// TestTLSDialBoundedByHandshakeTimeout dials, with a context that never
+// ends, a server that accepts TCP connections and never answers: the dial
+// fails with a timeout once the dialer's HandshakeTimeout has passed, as
+// it does without TLS, instead of waiting for the TLS handshake forever,
+// and over TLS its error says that the TLS handshake timed out.
+func TestTLSDialBoundedByHandshakeTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		pki := newTestPKI(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		held := make(chan net.Conn, 4)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					close(held)
+					return
+				}
+				held <- c // never read, never written
+			}
+		}()
+		defer func() {
+			ln.Close()
+			for c := range held {
+				c.Close()
+			}
+		}()
+		for _, useTLS := range []bool{false, true} {
+			opts := []DialOption{MuxConfig(&mux.Config{Transport: tr, HandshakeTimeout: timeout})}
+			if useTLS {
+				opts = append(opts, WithTLS(pki.clientTLS(pki.client)))
+			}
+			start := time.Now()
+			errc := async(func() error {
+				p, err := Dial(context.Background(), ln.Addr().String(), opts...)
+				if err == nil {
+					p.Close()
+				}
+				return err
+			})
+			var err error
+			select {
+			case err = <-errc:
+			case <-time.After(timeout + 3*time.Second):
+				// Free the dial, so that it does not leak.
+				for len(held) > 0 {
+					(<-held).Close()
+				}
+				<-errc
+				t.Fatalf("TLS %v: the dial still waited after %v", useTLS, time.Since(start))
+			}
+			elapsed := time.Since(start)
+			t.Logf("TLS %v: the dial failed after %v: %v", useTLS, elapsed.Round(time.Millisecond), err)
+			if !isTimeout(err) || elapsed < timeout*9/10 {
+				t.Fatalf("TLS %v: the dial failed after %v with %v, want a timeout after %v", useTLS, elapsed, err, timeout)
+			}
+			if useTLS && !strings.Contains(err.Error(), "TLS handshake") {
+				t.Fatalf("the dial's error %q does not say that the TLS handshake timed out", err)
+			}
+		}
+	})
+}
+
 // TestServerTLSIdentity serves TLS without client certificates, calls
 // both ways and checks each handler's peer.FromContext: the server's sees
 // a credentials.TLSInfo of a finished handshake with no peer certificate,
