@@ -13,42 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// TestUnknownServiceAndMethod calls what the other side does not serve:
-// an unknown service, an unknown method of a known service, a malformed
-// method name, by unary and streaming calls, and a peer with no services
-// at all. Each fails with Unimplemented naming what is unknown, and the
-// session goes on.
-func TestUnknownServiceAndMethod(t *testing.T) {
-	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
-		ctx := testCtx(t, 20*time.Second)
-		srv := NewServer(muxOpt(tr))
-		srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
-		p := dial(t, serve(t, srv), muxOpt(tr)) // serves nothing
-		bidi := &StreamDesc{ServerStreams: true, ClientStreams: true}
-		for _, tc := range []struct{ method, want string }{
-			{"/nope.Svc/Unary", "unknown service nope.Svc"},
-			{"/test.Echo/Nope", "unknown method /test.Echo/Nope"},
-			{"bogus", `malformed method name "bogus"`},
-		} {
-			err := p.Invoke(ctx, tc.method, wrapperspb.String("x"), new(wrapperspb.StringValue))
-			wantStatus(t, err, codes.Unimplemented, tc.want)
-
-			s, err := p.NewStream(ctx, bidi, tc.method)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.SendMsg(wrapperspb.String("x")) // may fail: the callee answers without reading
-			err = s.RecvMsg(new(wrapperspb.StringValue))
-			wantStatus(t, err, codes.Unimplemented, tc.want)
-			checkEcho(t, ctx, p, "server")
-		}
-		// The server calls a client that exposes no services.
-		err := onlyPeer(t, srv).Invoke(ctx, "/test.Echo/Unary", wrapperspb.String("x"), new(wrapperspb.StringValue))
-		wantStatus(t, err, codes.Unimplemented, "serves no services")
-		checkEcho(t, ctx, p, "server")
-	})
-}
-
 // TestOversizedMessages exceeds each message size limit: the server's
 // receive and send limits, the client's send and receive limits, on unary
 // and streaming calls. Each call fails with ResourceExhausted, and the
