@@ -95,7 +95,11 @@ func (p *Peer) handle(st *mux.Stream) {
 	h, err := parseCallHeader(payload)
 	if err != nil {
 		c.ctx = p.ctx
-		c.fail(status.New(codes.InvalidArgument, err.Error()))
+		s, ok := status.FromError(err) // too many entries
+		if !ok {
+			s = status.New(codes.InvalidArgument, err.Error())
+		}
+		c.fail(s)
 		return
 	}
 	if p.srv != nil {

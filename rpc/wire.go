@@ -13,6 +13,7 @@ import (
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -44,6 +45,20 @@ const defaultMaxHeaderListSize = 1 << 20
 // trailer of many tiny details cannot cost its receiver an allocation
 // each.
 const maxStatusDetails = 64
+
+// maxMetadataEntries bounds the metadata entries of one call header,
+// response header or trailer, whatever their size (PROTOCOL.md, section
+// 14). MaxHeaderListSize bounds their bytes, but a mebibyte of one-letter
+// keys is some 140 000 entries, which cost their receiver over 15 times
+// their size in strings, slices and map entries, and as much again in
+// garbage; 4096 entries cost a few hundred KiB.
+const maxMetadataEntries = 4096
+
+// errTooManyEntries is the status of a part with more metadata entries
+// than maxMetadataEntries: the callee answers with it, the caller fails
+// the call with it.
+var errTooManyEntries = status.Error(codes.ResourceExhausted,
+	fmt.Sprintf("received header or trailer with more than %d metadata entries", maxMetadataEntries))
 
 // Reset codes a caller uses to abort a call: 0x100 plus the gRPC code.
 const (
@@ -109,6 +124,7 @@ func appendCallHeader(b []byte, method string, timeout time.Duration, md metadat
 
 func parseCallHeader(p []byte) (callHeader, error) {
 	var h callHeader
+	entries := 0
 	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch {
 		case num == fieldCallMethod && typ == protowire.BytesType:
@@ -119,7 +135,7 @@ func parseCallHeader(p []byte) (callHeader, error) {
 			}
 			h.timeout = time.Duration(x) * time.Microsecond
 		case num == fieldCallMetadata && typ == protowire.BytesType:
-			return addEntry(&h.md, v)
+			return addEntry(&h.md, &entries, v)
 		}
 		return nil
 	})
@@ -142,9 +158,10 @@ func appendResponseHeader(b []byte, md metadata.MD) []byte {
 
 func parseResponseHeader(p []byte) (metadata.MD, error) {
 	md := metadata.MD{}
+	entries := 0
 	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if num == fieldHeaderMetadata && typ == protowire.BytesType {
-			return addEntry(&md, v)
+			return addEntry(&md, &entries, v)
 		}
 		return nil
 	})
@@ -181,6 +198,7 @@ func appendTrailer(b []byte, t *trailer) []byte {
 // before p is reused. Details past maxStatusDetails are skipped.
 func parseTrailer(p []byte) (trailer, error) {
 	var t trailer
+	entries := 0
 	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch {
 		case num == fieldTrailerCode && typ == protowire.VarintType:
@@ -195,7 +213,7 @@ func parseTrailer(p []byte) (trailer, error) {
 				t.details = append(t.details, v)
 			}
 		case num == fieldTrailerMetadata && typ == protowire.BytesType:
-			return addEntry(&t.md, v)
+			return addEntry(&t.md, &entries, v)
 		}
 		return nil
 	})
@@ -253,9 +271,13 @@ func entrySize(k, v string) int {
 }
 
 // addEntry decodes one metadata entry into *md, making the map on first
-// use. An entry with a reserved key is dropped; one that breaks the rules
-// of keys and values (see checkPair) is malformed.
-func addEntry(md *metadata.MD, p []byte) error {
+// use, and counts it in *entries. An entry with a reserved key is
+// dropped; one that breaks the rules of keys and values (see checkPair) is
+// malformed; one past maxMetadataEntries fails the part.
+func addEntry(md *metadata.MD, entries *int, p []byte) error {
+	if *entries++; *entries > maxMetadataEntries {
+		return errTooManyEntries
+	}
 	var key, value []byte
 	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if typ == protowire.BytesType {

@@ -1,0 +1,135 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// manyEntries returns metadata of n entries, each its own key.
+func manyEntries(n int) metadata.MD {
+	md := metadata.MD{}
+	for i := range n {
+		md[fmt.Sprintf("k%d", i)] = []string{"v"}
+	}
+	return md
+}
+
+// TestMetadataEntryLimit sends call headers, response headers and
+// trailers with exactly maxMetadataEntries entries and with one more, in
+// both directions of a session: the first arrive whole, the others fail
+// the call with RESOURCE_EXHAUSTED (a call header's before its handler
+// runs), and the session goes on.
+func TestMetadataEntryLimit(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		var handled atomic.Int32
+		impl := &funcEcho{unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			if in.Value == "ping" {
+				return defaultEcho.Unary(ctx, in)
+			}
+			handled.Add(1)
+			md, _ := metadata.FromIncomingContext(ctx)
+			var n int
+			fmt.Sscan(in.Value[1:], &n)
+			switch in.Value[0] {
+			case 'h':
+				SetHeader(ctx, manyEntries(n))
+			case 't':
+				SetTrailer(ctx, manyEntries(n))
+			}
+			return wrapperspb.String(fmt.Sprint(md.Len())), nil
+		}}
+		srv := NewServer(muxOpt(tr))
+		srv.RegisterService(&echoDesc, impl)
+		callbacks := NewServer()
+		callbacks.RegisterService(&echoDesc, impl)
+		client := dial(t, serve(t, srv), WithServices(callbacks), muxOpt(tr))
+		for _, dir := range []struct {
+			name string
+			cc   *Peer
+		}{{"clientToServer", client}, {"serverToClient", onlyPeer(t, srv)}} {
+			t.Run(dir.name, func(t *testing.T) {
+				c := echoClient{dir.cc}
+				// The call header.
+				before := handled.Load()
+				out, err := c.Unary(metadata.NewOutgoingContext(ctx, manyEntries(maxMetadataEntries)), wrapperspb.String("-0"))
+				if err != nil || out.Value != fmt.Sprint(maxMetadataEntries) {
+					t.Fatalf("a call header of %d entries: got %v, %v", maxMetadataEntries, out, err)
+				}
+				_, err = c.Unary(metadata.NewOutgoingContext(ctx, manyEntries(maxMetadataEntries+1)), wrapperspb.String("-0"))
+				wantStatus(t, err, codes.ResourceExhausted, fmt.Sprintf("more than %d metadata entries", maxMetadataEntries))
+				if n := handled.Load() - before; n != 1 {
+					t.Fatalf("%d handlers ran, want 1: the call over the limit reached its handler", n)
+				}
+				// The response header and the trailer.
+				for _, kind := range []string{"h", "t"} {
+					var header, trailer metadata.MD
+					_, err := c.Unary(ctx, wrapperspb.String(fmt.Sprint(kind, maxMetadataEntries)), Header(&header), Trailer(&trailer))
+					if got := map[string]int{"h": header.Len(), "t": trailer.Len()}[kind]; err != nil || got != maxMetadataEntries {
+						t.Fatalf("%s of %d entries: got %d entries, %v", kind, maxMetadataEntries, got, err)
+					}
+					_, err = c.Unary(ctx, wrapperspb.String(fmt.Sprint(kind, maxMetadataEntries+1)))
+					wantStatus(t, err, codes.ResourceExhausted, fmt.Sprintf("more than %d metadata entries", maxMetadataEntries))
+				}
+				checkEcho(t, ctx, dir.cc, "server")
+			})
+		}
+	})
+}
+
+// TestMetadataFloodCostsLittle sends a call header of 1 MiB, the header
+// limit, made of one-letter-or-so keys (some 140 000 entries): the callee
+// refuses it with RESOURCE_EXHAUSTED having allocated a few times the
+// header's size, not the ~40 MiB that decoding every entry into strings
+// and maps costs.
+func TestMetadataFloodCostsLittle(t *testing.T) {
+	const bound = 8 << 20
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		srv := NewServer(muxOpt(tr))
+		srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
+		p := dial(t, serve(t, srv), muxOpt(tr))
+
+		b, start := beginPart(nil, partCallHeader)
+		b = protowire.AppendTag(b, fieldCallMethod, protowire.BytesType)
+		b = protowire.AppendString(b, "/test.Echo/Unary")
+		const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789-_."
+		entries := 0
+		for ; len(b) < defaultMaxHeaderListSize-16; entries++ {
+			var key []byte
+			for i := entries; ; i /= len(alphabet) {
+				key = append(key, alphabet[i%len(alphabet)])
+				if i < len(alphabet) {
+					break
+				}
+			}
+			entry := protowire.AppendString(protowire.AppendTag(nil, fieldEntryKey, protowire.BytesType), string(key))
+			b = protowire.AppendBytes(protowire.AppendTag(b, fieldCallMetadata, protowire.BytesType), entry)
+		}
+		header := endPart(b, start)
+		msg, _ := appendMessage(nil, wrapperspb.String("x"), 1<<20)
+		wire := rawParts(header, msg, appendEmptyPart(nil, partClientEnd))
+
+		var tl trailer
+		var err error
+		allocated := allocatedDuring(func() { tl, err = rawCall(ctx, p, wire, false) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("a call header of %d bytes, %d entries: the call allocated %.1f MiB", len(header), entries, float64(allocated)/(1<<20))
+		wantStatus(t, tl.err(), codes.ResourceExhausted, "metadata entries")
+		if allocated > bound {
+			t.Errorf("the call allocated %d MiB, want at most %d MiB", allocated>>20, bound>>20)
+		}
+		checkEcho(t, ctx, p, "server")
+	})
+}
