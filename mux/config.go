@@ -90,6 +90,14 @@ type Config struct {
 	// CloseTimeout bounds how long Close waits for open streams to finish
 	// after its GoAway. Default 5s.
 	CloseTimeout time.Duration
+
+	// MaxPendingHandshakes bounds the connections a Listener has in their
+	// handshake at once: when another arrives, the Listener closes the
+	// oldest of them (see Listener). Raise it for a server that many
+	// clients reconnect to at once, each handshake costing a goroutine, the
+	// connection and its TLS state meanwhile. Only a Listener uses it.
+	// Default 1024.
+	MaxPendingHandshakes int
 }
 
 // withDefaults returns a copy of c with defaults filled in, or an error that
@@ -106,6 +114,7 @@ func (c *Config) withDefaults() (Config, error) {
 	setDefault(&out.KeepAliveTimeout, defaultKeepAliveTimeout)
 	setDefault(&out.HandshakeTimeout, defaultHandshakeTimeout)
 	setDefault(&out.CloseTimeout, defaultCloseTimeout)
+	setDefault(&out.MaxPendingHandshakes, maxHandshakes)
 	switch {
 	case out.Transport != Native && out.Transport != Smux:
 		return out, fmt.Errorf("mux: config: unknown Transport %d", int(out.Transport))
@@ -121,6 +130,8 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("mux: config: negative HandshakeTimeout %v", out.HandshakeTimeout)
 	case out.CloseTimeout < 0:
 		return out, fmt.Errorf("mux: config: negative CloseTimeout %v", out.CloseTimeout)
+	case out.MaxPendingHandshakes < 0:
+		return out, fmt.Errorf("mux: config: negative MaxPendingHandshakes %d", out.MaxPendingHandshakes)
 	}
 	return out, nil
 }

@@ -57,12 +57,13 @@ func DialTLS(ctx context.Context, network, addr string, tlsConfig *tls.Config, c
 //
 //   - Until its handshake is done, a connection costs a goroutine and the
 //     connection itself; its read buffer is allocated only once its first
-//     bytes have arrived. At most 1024 connections are in their handshake
-//     at once. When another arrives, the Listener sheds the oldest of them:
-//     it closes that connection, whose handshake then fails. It never stops
-//     accepting because of handshakes, so silent or slow connections delay
-//     no other client; each lasts at most HandshakeTimeout, or until 1024
-//     newer connections have arrived.
+//     bytes have arrived. At most Config.MaxPendingHandshakes (1024 by
+//     default) connections are in their handshake at once. When another
+//     arrives, the Listener sheds the oldest of them: it closes that
+//     connection, whose handshake then fails. It never stops accepting
+//     because of handshakes, so silent or slow connections delay no other
+//     client; each lasts at most HandshakeTimeout, or until
+//     MaxPendingHandshakes newer connections have arrived.
 //   - A session whose handshake succeeded waits for Accept in a queue of
 //     32. While that queue is full the Listener accepts no connections
 //     (they wait in the kernel's backlog); handshakes already under way go
@@ -72,16 +73,17 @@ func DialTLS(ctx context.Context, network, addr string, tlsConfig *tls.Config, c
 //     running, and only an application that stops calling Accept stops
 //     the Listener.
 type Listener struct {
-	ln     net.Listener
-	cfg    *Config
-	ready  chan *Session   // established sessions waiting for Accept
-	room   chan struct{}   // a token when Accept made room in ready
-	ctx    context.Context // cancelled by Close, ending handshakes
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup // the accept loop
-	shakes sync.WaitGroup // the handshakes, waited for by the accept loop
+	ln         net.Listener
+	cfg        *Config
+	maxPending int             // Config.MaxPendingHandshakes
+	ready      chan *Session   // established sessions waiting for Accept
+	room       chan struct{}   // a token when Accept made room in ready
+	ctx        context.Context // cancelled by Close, ending handshakes
+	cancel     context.CancelFunc
+	done       chan struct{}
+	once       sync.Once
+	wg         sync.WaitGroup // the accept loop
+	shakes     sync.WaitGroup // the handshakes, waited for by the accept loop
 
 	mu      sync.Mutex
 	err     error     // why the accept loop stopped
@@ -90,7 +92,7 @@ type Listener struct {
 
 // Bounds of a Listener; see its doc.
 const (
-	// maxHandshakes bounds the connections in their handshake at once.
+	// maxHandshakes is the default of Config.MaxPendingHandshakes.
 	maxHandshakes = 1024
 	// maxReady bounds the established sessions waiting for Accept.
 	maxReady = 32
@@ -125,16 +127,18 @@ func ListenTLS(network, addr string, tlsConfig *tls.Config, cfg *Config) (*Liste
 // NewListener returns a Listener of sessions on the connections ln accepts.
 // It checks cfg at once; the Listener owns ln.
 func NewListener(ln net.Listener, cfg *Config) (*Listener, error) {
-	if _, err := cfg.withDefaults(); err != nil {
+	c, err := cfg.withDefaults()
+	if err != nil {
 		ln.Close()
 		return nil, err
 	}
 	l := &Listener{
-		ln:    ln,
-		cfg:   cfg,
-		ready: make(chan *Session, maxReady),
-		room:  make(chan struct{}, 1),
-		done:  make(chan struct{}),
+		ln:         ln,
+		cfg:        cfg,
+		maxPending: c.MaxPendingHandshakes,
+		ready:      make(chan *Session, maxReady),
+		room:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
@@ -192,7 +196,7 @@ func (l *Listener) track(conn net.Conn) *pendingConn {
 	p := &pendingConn{conn: conn}
 	var shed *pendingConn
 	l.mu.Lock()
-	if l.pending.Len() >= maxHandshakes {
+	if l.pending.Len() >= l.maxPending {
 		shed = l.pending.Remove(l.pending.Front()).(*pendingConn)
 		shed.shed = true
 	}

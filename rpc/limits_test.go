@@ -3,6 +3,9 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,5 +134,63 @@ func TestMetadataFloodCostsLittle(t *testing.T) {
 			t.Errorf("the call allocated %d MiB, want at most %d MiB", allocated>>20, bound>>20)
 		}
 		checkEcho(t, ctx, p, "server")
+	})
+}
+
+// closedWithin reads c until it ends and reports whether the other side
+// closed it within d.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	return !isTimeout(err)
+}
+
+// TestMaxPendingHandshakesShedsOldest sets MaxPendingHandshakes to 4 on a
+// Server with a long handshake timeout and opens silent connections: four
+// are held, each further one makes the server close the oldest at once,
+// a real client gets its session and its call through, and the option
+// must not be negative.
+func TestMaxPendingHandshakesShedsOldest(t *testing.T) {
+	const limit = 4
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		ctx := testCtx(t, 30*time.Second)
+		srv := NewServer(MuxConfig(&mux.Config{Transport: tr, MaxPendingHandshakes: limit, HandshakeTimeout: time.Minute}))
+		srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
+		addr := serve(t, srv)
+		silent := func() net.Conn {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			return c
+		}
+		var conns []net.Conn
+		for range limit {
+			conns = append(conns, silent())
+		}
+		if closedWithin(conns[0], 300*time.Millisecond) {
+			t.Fatalf("the server closed a pending handshake with only %d pending", limit)
+		}
+		for i := range 2 {
+			conns = append(conns, silent())
+			if !closedWithin(conns[i], 5*time.Second) {
+				t.Fatalf("connection %d, the oldest pending, still open after connection %d", i, len(conns)-1)
+			}
+			if closedWithin(conns[i+1], 100*time.Millisecond) {
+				t.Fatalf("connection %d was closed, not only the oldest", i+1)
+			}
+		}
+		// A real client takes a handshake slot too, and goes through.
+		checkEcho(t, ctx, dial(t, addr, muxOpt(tr)), "server")
+
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = NewServer(MuxConfig(&mux.Config{Transport: tr, MaxPendingHandshakes: -1})).Serve(ln)
+		if err == nil || !strings.Contains(err.Error(), "MaxPendingHandshakes") {
+			t.Fatalf("Serve with a negative MaxPendingHandshakes: %v, want an error naming it", err)
+		}
 	})
 }
