@@ -91,6 +91,15 @@ type Config struct {
 	// after its GoAway. Default 5s.
 	CloseTimeout time.Duration
 
+	// IdleTimeout ends the session, as Close does, once no stream has been
+	// open in either direction for this long: the peer gets a GoAway with
+	// the debug data "idle timeout" (on the Smux transport, its connection
+	// closes), and the session's Err is ErrIdleTimeout. Default 0: never,
+	// since a session kept for calls back is idle between them, and
+	// keepalive ends a session whose peer is gone whatever this says. Set
+	// it on a server that many clients connect to and then leave idle.
+	IdleTimeout time.Duration
+
 	// MaxPendingHandshakes bounds the connections a Listener has in their
 	// handshake at once: when another arrives, the Listener closes the
 	// oldest of them (see Listener). Raise it for a server that many
@@ -130,6 +139,8 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("mux: config: negative HandshakeTimeout %v", out.HandshakeTimeout)
 	case out.CloseTimeout < 0:
 		return out, fmt.Errorf("mux: config: negative CloseTimeout %v", out.CloseTimeout)
+	case out.IdleTimeout < 0:
+		return out, fmt.Errorf("mux: config: negative IdleTimeout %v", out.IdleTimeout)
 	case out.MaxPendingHandshakes < 0:
 		return out, fmt.Errorf("mux: config: negative MaxPendingHandshakes %d", out.MaxPendingHandshakes)
 	}

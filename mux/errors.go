@@ -19,6 +19,10 @@ var (
 	// ErrSessionClosed is reported after Close or Kill on this side.
 	ErrSessionClosed = fmt.Errorf("mux: session closed: %w", net.ErrClosed)
 
+	// ErrIdleTimeout is the session's error when Config.IdleTimeout ended
+	// it: a Close by this side, so it is also ErrSessionClosed.
+	ErrIdleTimeout = fmt.Errorf("%w: idle timeout", ErrSessionClosed)
+
 	// ErrStreamClosed is reported by a stream after its own Close.
 	ErrStreamClosed = fmt.Errorf("mux: stream closed: %w", net.ErrClosed)
 

@@ -83,6 +83,7 @@ type Session struct {
 	pings       map[uint64]chan struct{}
 	pingSeq     uint64
 	heardAt     atomic.Int64 // unix nanos when bytes last arrived, for keepalive
+	activeAt    atomic.Int64 // unix nanos when a stream last ended, or the session started, for IdleTimeout
 	done        chan struct{}
 	err         error // why the session ended; set once before done closes
 	wg          sync.WaitGroup
@@ -129,6 +130,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 	}
 	s.sock = newSocket(conn, s.progressed)
 	s.heardAt.Store(now())
+	s.activeAt.Store(now())
 	if client {
 		s.nextID = 1
 	}
@@ -136,8 +138,10 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		s, err := newSmuxSession(ctx, conn, c, client, s)
 		if err != nil {
 			conn.Close()
+			return nil, err
 		}
-		return s, err
+		s.startIdleWatch()
+		return s, nil
 	}
 	if err := s.handshake(ctx); err != nil {
 		conn.Close()
@@ -150,6 +154,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		s.wg.Add(1)
 		go s.keepAlive()
 	}
+	s.startIdleWatch()
 	return s, nil
 }
 
@@ -495,6 +500,7 @@ func (s *Session) forget(st *Stream) {
 		return
 	}
 	st.forgotten = true
+	s.activeAt.Store(now())
 	if id := st.id.Load(); id != 0 && s.streams[id] == st {
 		delete(s.streams, id)
 	}
