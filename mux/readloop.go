@@ -131,12 +131,16 @@ func (s *Session) protocolError(cause error) error {
 	}
 	s.mu.Unlock()
 	if s.send(appendGoAway(nil, g)) == nil {
-		t := time.NewTimer(time.Second)
+		t := time.NewTimer(protocolErrorWait)
 		s.waitSent(t.C, nil)
 		t.Stop()
 	}
 	return err
 }
+
+// protocolErrorWait bounds how long a protocol error waits for its GoAway
+// to leave.
+const protocolErrorWait = time.Second
 
 // payload returns the next n bytes of the connection, which must fit the
 // reader's buffer (control frames only).

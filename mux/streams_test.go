@@ -519,6 +519,8 @@ func TestConfigValidation(t *testing.T) {
 		{Config{KeepAliveInterval: 50 * time.Second}, "KeepAliveTimeout"}, // beyond the default timeout
 		{Config{HandshakeTimeout: -time.Second}, "HandshakeTimeout"},
 		{Config{CloseTimeout: -time.Second}, "CloseTimeout"},
+		{Config{IdleTimeout: -time.Second}, "IdleTimeout"},
+		{Config{MaxPendingHandshakes: -1}, "MaxPendingHandshakes"},
 	}
 	for _, b := range bad {
 		cfg := b.cfg
@@ -565,6 +567,7 @@ func TestConfigValidation(t *testing.T) {
 		{KeepAliveInterval: -1},
 		{KeepAliveInterval: time.Second, KeepAliveTimeout: 2 * time.Second},
 		{Transport: Smux},
+		{IdleTimeout: time.Millisecond, MaxPendingHandshakes: 1},
 	}
 	for _, cfg := range good {
 		if _, err := cfg.withDefaults(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -193,4 +195,136 @@ func TestMaxPendingHandshakesShedsOldest(t *testing.T) {
 			t.Fatalf("Serve with a negative MaxPendingHandshakes: %v, want an error naming it", err)
 		}
 	})
+}
+
+// The table of limits in the documentation (RELIABILITY.md, or its draft
+// LIMITS.draft.md) against the code of the call layer; mux/limits_test.go
+// checks the session layer's rows, and reads the table the same way.
+
+// limitRow is one row of the table of limits.
+type limitRow struct {
+	name, layer, def, option string
+}
+
+// readLimitsTable returns the rows between the table's markers in the
+// first of the documents that has them.
+func readLimitsTable(t *testing.T) []limitRow {
+	t.Helper()
+	const begin, end = "<!-- limits:begin -->", "<!-- limits:end -->"
+	for _, path := range []string{"../RELIABILITY.md", "../LIMITS.draft.md"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		_, rest, ok := strings.Cut(string(b), begin)
+		table, _, ok2 := strings.Cut(rest, end)
+		if !ok || !ok2 {
+			continue
+		}
+		var rows []limitRow
+		for _, line := range strings.Split(table, "\n") {
+			cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
+			if len(cells) < 6 || strings.HasPrefix(strings.TrimSpace(cells[0]), "---") || strings.TrimSpace(cells[0]) == "Limit" {
+				continue
+			}
+			for i := range cells {
+				cells[i] = strings.TrimSpace(cells[i])
+			}
+			rows = append(rows, limitRow{cells[0], cells[1], cells[2], cells[3]})
+		}
+		return rows
+	}
+	t.Fatal("no table of limits between its markers in RELIABILITY.md or LIMITS.draft.md")
+	return nil
+}
+
+// limitValue parses a Default cell: the value up to its first "(" or
+// ";", a number with a unit, a product of such, "off" (0) or "none" (-1).
+// Sizes are in bytes, durations in nanoseconds.
+func limitValue(t *testing.T, cell string) int64 {
+	t.Helper()
+	s := strings.ReplaceAll(cell, "`", "")
+	if i := strings.IndexAny(s, "(;"); i >= 0 {
+		s = s[:i]
+	}
+	switch s = strings.TrimSpace(s); s {
+	case "off":
+		return 0
+	case "none":
+		return -1
+	}
+	units := map[string]int64{
+		"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+		"ms": int64(time.Millisecond), "s": int64(time.Second), "years": int64(365 * 24 * time.Hour),
+	}
+	v := int64(1)
+	for _, factor := range strings.Split(s, "×") {
+		num, unit, _ := strings.Cut(strings.TrimSpace(factor), " ")
+		n, err := strconv.ParseInt(num, 10, 64)
+		mult, known := units[unit]
+		if err != nil || !known {
+			t.Fatalf("cannot read the default %q", cell)
+		}
+		v *= n * mult
+	}
+	return v
+}
+
+// TestDocumentedDefaults checks each default the table of limits gives for
+// the call layer against the code: the defaults a Peer and a Server start
+// from, and the fixed bounds; that the concurrent calls are the session's
+// stream limit, as the table's mux row says; and that every size and call
+// limit option has its row.
+func TestDocumentedDefaults(t *testing.T) {
+	pc := newPeerConfig()
+	if sc := NewServer().cfg.peer; sc.maxRecv != pc.maxRecv || sc.maxSend != pc.maxSend || sc.maxHeader != pc.maxHeader {
+		t.Fatalf("a Server's defaults %+v differ from a Peer's %+v", sc, pc)
+	}
+	if pc.maxHeader != 0 || pc.muxConfig().MaxIncomingStreams != 0 {
+		t.Fatalf("a Peer overrides the defaults of MaxHeaderListSize or of the session's stream limit: %+v", pc)
+	}
+	rows := readLimitsTable(t)
+	streamLimit := int64(-2)
+	for _, r := range rows {
+		if r.name == "Concurrent streams the peer may open" {
+			streamLimit = limitValue(t, r.def)
+		}
+	}
+	want := map[string]int64{
+		"Message received":                       int64(pc.maxRecv),
+		"Message sent":                           int64(pc.maxSend),
+		"Header or trailer size":                 defaultMaxHeaderListSize,
+		"Metadata entries per header or trailer": maxMetadataEntries,
+		"Status details":                         maxStatusDetails,
+		"Concurrent calls from the peer":         streamLimit,
+		"Allocation ahead of a part's bytes":     minPayloadGrowth,
+		"Deadline from the wire":                 int64(maxTimeout),
+		"Peer.Close flush":                       int64(goAwayWait),
+		"Trailer past the deadline":              int64(trailerGrace),
+		"GracefulStop":                           -1, // no bound: Stop is the bound
+	}
+	options := ""
+	for _, r := range rows {
+		if r.layer != "rpc" {
+			continue
+		}
+		options += r.option
+		w, ok := want[r.name]
+		if !ok {
+			t.Errorf("the table has a row %q that this test does not know", r.name)
+			continue
+		}
+		delete(want, r.name)
+		if got := limitValue(t, r.def); got != w {
+			t.Errorf("%s: the table says %q (%d), the code %d", r.name, r.def, got, w)
+		}
+	}
+	for name := range want {
+		t.Errorf("the table has no row %q", name)
+	}
+	for _, opt := range []string{"MaxRecvMsgSize", "MaxSendMsgSize", "MaxCallRecvMsgSize", "MaxCallSendMsgSize", "MaxHeaderListSize", "MaxConcurrentCalls"} {
+		if !strings.Contains(options, "`rpc."+opt+"`") {
+			t.Errorf("no row of the table is configured by rpc.%s", opt)
+		}
+	}
 }
