@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"strings"
 	"sync"
 )
 
@@ -36,9 +35,10 @@ func DialTLS(ctx context.Context, network, addr string, tlsConfig *tls.Config, c
 		tlsConfig = &tls.Config{}
 	}
 	if tlsConfig.ServerName == "" {
-		host := addr
-		if i := strings.LastIndex(addr, ":"); i >= 0 {
-			host = addr[:i]
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			conn.Close()
+			return nil, err
 		}
 		tlsConfig = tlsConfig.Clone()
 		tlsConfig.ServerName = host

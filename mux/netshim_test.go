@@ -142,7 +142,7 @@ func selfSigned(t *testing.T) (server, client *tls.Config) {
 		Subject:               pkix.Name{CommonName: "muxrpc test"},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -161,6 +161,30 @@ func selfSigned(t *testing.T) (server, client *tls.Config) {
 	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 	client = &tls.Config{RootCAs: pool}
 	return server, client
+}
+
+// TestDialTLSVerifiesTheHostOfItsAddress dials with no ServerName in the
+// TLS config, so DialTLS must verify the certificate against the host of
+// the address it dialled: an IPv4 address, and an IPv6 one in brackets,
+// whose brackets are not part of the name.
+func TestDialTLSVerifiesTheHostOfItsAddress(t *testing.T) {
+	serverTLS, clientTLS := selfSigned(t)
+	for _, host := range []string{"127.0.0.1", "[::1]"} {
+		t.Run(host, func(t *testing.T) {
+			l, err := ListenTLS("tcp", host+":0", serverTLS, nil)
+			if err != nil {
+				t.Fatalf("loopback %s: %v", host, err)
+			}
+			t.Cleanup(func() { l.Close() })
+			ctx := testCtx(t, 10*time.Second)
+			c, err := DialTLS(ctx, "tcp", l.Addr().String(), clientTLS, nil)
+			if err != nil {
+				t.Fatalf("DialTLS %s: %v", l.Addr(), err)
+			}
+			c.Kill()
+			acceptSession(t, l, 5*time.Second).Kill()
+		})
+	}
 }
 
 // acceptSession runs l.Accept, bounded in time.
