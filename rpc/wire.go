@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -199,13 +200,11 @@ func appendTrailer(b []byte, t *trailer) []byte {
 func parseTrailer(p []byte) (trailer, error) {
 	var t trailer
 	entries := 0
+	var code uint64 // the last code field counts, as in protobuf
 	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch {
 		case num == fieldTrailerCode && typ == protowire.VarintType:
-			if x > 1<<31 {
-				return fmt.Errorf("%w: status code %d", errMalformed, x)
-			}
-			t.code = codes.Code(x)
+			code = x
 		case num == fieldTrailerMessage && typ == protowire.BytesType:
 			t.message = validUTF8(string(v))
 		case num == fieldTrailerDetails && typ == protowire.BytesType:
@@ -217,6 +216,12 @@ func parseTrailer(p []byte) (trailer, error) {
 		}
 		return nil
 	})
+	// google.rpc.Status carries an int32: a larger code is malformed, as
+	// gRPC-Go has a grpc-status beyond 2^31-1.
+	if err == nil && code > math.MaxInt32 {
+		err = fmt.Errorf("%w: status code %d", errMalformed, code)
+	}
+	t.code = codes.Code(code)
 	return t, err
 }
 
