@@ -134,6 +134,7 @@ func TestProtocolWorkedExample(t *testing.T) {
 		{"FuzzPartStream", "protocol-18-caller", caller},
 		{"FuzzPartStream", "protocol-18-callee", callee},
 		{"FuzzPartStream", "protocol-18-not-found", failed},
+		{"FuzzCallee", "protocol-18-caller", caller},
 	} {
 		if got := corpusBytes(t, c.target, c.name); !bytes.Equal(got, c.want) {
 			t.Errorf("testdata/fuzz/%s/%s holds\n% x\nPROTOCOL.md has\n% x", c.target, c.name, got, c.want)

@@ -1,0 +1,284 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// The limits of the fuzzed callee: small, so that parts over them and
+// parts under them that the stream cuts short are both in reach.
+const (
+	fuzzCalleeMaxMsg    = 1 << 10
+	fuzzCalleeMaxHeader = 1 << 10
+)
+
+// fuzzEcho is test.Echo as echoImpl serves it, save that no request makes
+// a handler wait for its context: every call the fuzzer makes ends by
+// itself.
+var fuzzEcho = &funcEcho{unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	if strings.HasPrefix(in.Value, "wait") {
+		return wrapperspb.String("server:" + in.Value), nil
+	}
+	return defaultEcho.Unary(ctx, in)
+}}
+
+// calleeVerdict is what a callee serving test.Echo answers a call, by
+// PROTOCOL.md: the status code and, for OK, the responses.
+type calleeVerdict struct {
+	code    codes.Code
+	replies []string
+	timeout time.Duration // the call header's, if it had one
+}
+
+// specCallee says what a callee serving fuzzEcho, with the limits of the
+// fuzzed one, answers the caller's bytes wire, followed by the end of
+// the caller's direction (PROTOCOL.md, sections 13 and 15): the first
+// part must be a valid CALL_HEADER (INVALID_ARGUMENT otherwise), naming
+// a method served (UNIMPLEMENTED otherwise); then each method reads its
+// requests as its kind allows, a part over a limit being
+// RESOURCE_EXHAUSTED, a part out of place or the stream's end before
+// CLIENT_END INVALID_ARGUMENT, a request that is not a StringValue
+// INTERNAL; and the handlers answer as echoImpl does.
+func specCallee(wire []byte) calleeVerdict {
+	parts, end, _, _ := specSplit(wire, fuzzCalleeMaxMsg, fuzzCalleeMaxHeader)
+	// cut is the status of a call whose next part could not be read.
+	cut := func() calleeVerdict {
+		if end == endTooLarge {
+			return calleeVerdict{code: codes.ResourceExhausted}
+		}
+		return calleeVerdict{code: codes.InvalidArgument}
+	}
+	if len(parts) == 0 {
+		return cut()
+	}
+	if parts[0].kind != partCallHeader {
+		return calleeVerdict{code: codes.InvalidArgument}
+	}
+	h, err := parseCallHeader(parts[0].payload)
+	if err != nil {
+		return calleeVerdict{code: codes.InvalidArgument}
+	}
+	v := func(code codes.Code, replies ...string) calleeVerdict {
+		return calleeVerdict{code: code, replies: replies, timeout: h.timeout}
+	}
+	requests := parts[1:]
+	// request returns the request at i, or the status of a call whose
+	// request it cannot be.
+	request := func(i int) (string, *calleeVerdict) {
+		if i == len(requests) {
+			c := cut()
+			c.timeout = h.timeout
+			return "", &c
+		}
+		if requests[i].kind != partMessage {
+			c := v(codes.InvalidArgument)
+			return "", &c
+		}
+		in := new(wrapperspb.StringValue)
+		if decodeMessage(requests[i].payload, in) != nil {
+			c := v(codes.Internal)
+			return "", &c
+		}
+		return in.Value, nil
+	}
+	// endPart returns the status of a call whose part at i is not its end
+	// part, or nil.
+	endPart := func(i int) *calleeVerdict {
+		switch {
+		case i == len(requests):
+			c := cut()
+			c.timeout = h.timeout
+			return &c
+		case requests[i].kind != partClientEnd:
+			c := v(codes.InvalidArgument)
+			return &c
+		}
+		return nil
+	}
+	switch string(h.method) {
+	case "/test.Echo/Unary":
+		// The end part is read before the request is decoded.
+		if len(requests) > 0 && requests[0].kind == partMessage {
+			if bad := endPart(1); bad != nil {
+				return *bad
+			}
+		}
+		in, bad := request(0)
+		switch {
+		case bad != nil:
+			return *bad
+		case in == "panic":
+			return v(codes.Internal)
+		case in == "fail":
+			return v(codes.FailedPrecondition)
+		}
+		return v(codes.OK, "server:"+in)
+	case "/test.Echo/ServerStream":
+		// The request is decoded before the end part is read.
+		in, bad := request(0)
+		if bad == nil {
+			bad = endPart(1)
+		}
+		if bad != nil {
+			return *bad
+		}
+		return v(codes.OK, "server:"+in, "server:"+in, "server:"+in)
+	case "/test.Echo/ClientStream", "/test.Echo/Bidi":
+		var got []string
+		for i := 0; ; i++ {
+			if i < len(requests) && requests[i].kind == partClientEnd {
+				break
+			}
+			in, bad := request(i)
+			if bad != nil {
+				return *bad
+			}
+			got = append(got, "server:"+in)
+		}
+		if string(h.method) == "/test.Echo/Bidi" {
+			return v(codes.OK, got...)
+		}
+		all := make([]string, len(got))
+		for i, s := range got {
+			all[i] = strings.TrimPrefix(s, "server:")
+		}
+		return v(codes.OK, "server:"+strings.Join(all, ","))
+	}
+	return v(codes.Unimplemented)
+}
+
+// slowDeadline is the timeout below which a fuzzed call may end with
+// DEADLINE_EXCEEDED whatever else it should end with: its deadline may
+// pass while the call is served.
+const slowDeadline = 10 * time.Second
+
+// handlersIdle waits until p runs no handler, for at most d, and reports
+// whether it got there.
+func handlersIdle(p *Peer, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	wake := time.AfterFunc(d, p.wake)
+	defer wake.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.active > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		p.idle.Wait()
+	}
+	return true
+}
+
+// FuzzCallee sends arbitrary bytes as a call, on a stream of their own,
+// to a real Server serving test.Echo, and ends the stream's direction.
+// The callee answers with exactly the status PROTOCOL.md (sections 13
+// and 15) gives the bytes, as specCallee derives it: InvalidArgument,
+// Unimplemented, ResourceExhausted, Internal, or the handler's own,
+// with, for OK, exactly the responses echoImpl makes; a call whose
+// timeout is short may end with DeadlineExceeded instead, in a trailer
+// or a reset with code 0x104. It sends no response header, and its
+// direction ends right after the trailer. It never panics or hangs: its
+// handler returns, and the next call, a valid one, is answered.
+func FuzzCallee(f *testing.F) {
+	hdr := func(method string, timeout time.Duration, kv ...string) []byte {
+		return appendCallHeader(nil, method, timeout, metadata.Pairs(kv...))
+	}
+	req := func(s string) []byte {
+		b, _ := appendMessage(nil, wrapperspb.String(s), 1<<20)
+		return b
+	}
+	end := appendEmptyPart(nil, partClientEnd)
+	f.Add(rawParts(hdr("/test.Echo/Unary", 0), req("x"), end))
+	f.Add(rawParts(hdr("/test.Echo/Unary", time.Minute, "k", "v", "b-bin", "\x00"), req("fail"), end))
+	f.Add(rawParts(hdr("/test.Echo/Unary", 0), req("panic"), end))
+	f.Add(rawParts(hdr("/test.Echo/ServerStream", 0), req("s"), end))
+	f.Add(rawParts(hdr("/test.Echo/ClientStream", 0), req("a"), req("b"), end))
+	f.Add(rawParts(hdr("/test.Echo/Bidi", 0), req("a"), req("b"), req("c"), end))
+	f.Add(rawParts(hdr("/test.Echo/Bidi", time.Microsecond), req("late"), end))
+	f.Add(rawParts(hdr("/test.Echo/Nope", 0), req("x"), end))
+	f.Add(rawParts(hdr("/test.Echo/Unary", 0), part(partMessage, 0xff, 0xff), end))
+	f.Add(rawParts(hdr("/test.Echo/Unary", 0), []byte{partMessage, 0xff, 0xff, 0xff, 0xff}, []byte("junk")))
+	f.Add(rawParts(callHeaderWith("/test.Echo/Unary", "Bad", "v"), req("x"), end))
+	f.Add(rawParts(req("x"), end))
+	f.Add([]byte{})
+	ctx := testCtx(f, time.Hour)
+	srv := NewServer(muxOpt(mux.Native), MaxRecvMsgSize(fuzzCalleeMaxMsg), MaxHeaderListSize(fuzzCalleeMaxHeader))
+	srv.RegisterService(&echoDesc, fuzzEcho)
+	p := dial(f, serve(f, srv), muxOpt(mux.Native))
+	callee := onlyPeer(f, srv)
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		want := specCallee(wire)
+		callCtx, cancel := context.WithTimeout(ctx, 2*slowDeadline)
+		defer cancel()
+		st, err := p.Session().OpenType(callCtx, StreamType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.SetDeadline(time.Now().Add(2 * slowDeadline))
+		st.WriteLast(wire) // may fail once the callee has answered without reading it all
+		code, replies, err := readCalleeAnswer(st)
+		late := want.timeout > 0 && want.timeout < slowDeadline
+		var reset *mux.ResetError
+		switch {
+		case err != nil && late && errors.As(err, &reset) && reset.Code == resetDeadlineExceeded:
+		case err != nil:
+			t.Fatalf("% x: reading the answer: %v; want %v", wire, err, want.code)
+		case code == codes.DeadlineExceeded && late:
+		case code != want.code:
+			t.Fatalf("% x: answered %v; PROTOCOL.md says %v", wire, code, want.code)
+		case code == codes.OK && !slices.Equal(replies, want.replies):
+			t.Fatalf("% x: answered %q; want %q", wire, replies, want.replies)
+		}
+		st.Close()
+		checkEcho(t, callCtx, p, "server")
+		if !handlersIdle(callee, 10*time.Second) {
+			t.Fatalf("% x: the callee's handler did not return", wire)
+		}
+	})
+}
+
+// readCalleeAnswer reads a callee's answer on st: its responses, its
+// trailer's code, and then the end of its direction.
+func readCalleeAnswer(st *mux.Stream) (codes.Code, []string, error) {
+	r := partReader{st: st, maxMsg: 1 << 20}
+	defer r.release()
+	var replies []string
+	for {
+		kind, payload, err := r.next()
+		if err != nil {
+			return 0, replies, err
+		}
+		switch kind {
+		case partMessage:
+			out := new(wrapperspb.StringValue)
+			if err := decodeMessage(payload, out); err != nil {
+				return 0, replies, err
+			}
+			replies = append(replies, out.Value)
+		case partTrailer:
+			tl, err := parseTrailer(payload)
+			if err != nil {
+				return 0, replies, err
+			}
+			if _, _, err := r.next(); err != io.EOF {
+				return 0, replies, errors.New("the callee's direction goes on after its trailer")
+			}
+			return status.Code(tl.err()), replies, nil
+		default:
+			return 0, replies, fmt.Errorf("the callee sent a part of kind %d", kind)
+		}
+	}
+}
