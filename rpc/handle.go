@@ -520,12 +520,15 @@ func (c *serverCall) RecvMsg(m any) error {
 // part over the size limit. The trailer goes first, then the stream is
 // closed, which resets the caller's direction, whose rest was not read
 // (PROTOCOL.md, section 13): so the caller learns s. RecvMsg returns s
-// from then on, and the handler's context is cancelled. The caller holds
-// c.rmu.
+// from then on, and the handler's context is cancelled. A call that has
+// ended already keeps its stream as it is: expire, which may have claimed
+// the end of the call and not yet written its trailer, ends the stream
+// itself (see finish). The caller holds c.rmu.
 func (c *serverCall) recvFailed(s *status.Status) error {
 	c.recvErr = s.Err()
-	c.fail(s)
-	c.st.Close()
+	if c.fail(s) != errCallEnded {
+		c.st.Close()
+	}
 	c.cancel()
 	return c.recvErr
 }
