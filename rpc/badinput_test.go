@@ -178,6 +178,7 @@ func TestGarbageParts(t *testing.T) {
 		{"two requests on a unary call", rawParts(hdr, msg, msg, end), false, codes.InvalidArgument, "more than one request"},
 		{"unary request without its end part", rawParts(hdr, msg), true, codes.InvalidArgument, "end part"},
 		{"end part without a request", rawParts(hdr, end), false, codes.InvalidArgument, "without a request"},
+		{"server-streaming end part without a request", rawParts(hdrSS, end), false, codes.InvalidArgument, "without a request"},
 		{"a trailer from the caller", rawParts(hdr, part(partTrailer), end), false, codes.InvalidArgument, "without a request"},
 	}
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {

@@ -496,6 +496,10 @@ func (c *serverCall) RecvMsg(m any) error {
 	}
 	switch kind {
 	case partClientEnd:
+		if !c.m.stream.ClientStreams {
+			// Where the single request belongs (PROTOCOL.md, section 13).
+			return c.recvFailed(status.New(codes.InvalidArgument, "server-streaming call without a request message"))
+		}
 		c.endOfRequests()
 		return io.EOF
 	case partMessage:
