@@ -135,6 +135,8 @@ func TestProtocolWorkedExample(t *testing.T) {
 		{"FuzzPartStream", "protocol-18-callee", callee},
 		{"FuzzPartStream", "protocol-18-not-found", failed},
 		{"FuzzCallee", "protocol-18-caller", caller},
+		{"FuzzCaller", "protocol-18-callee", callee},
+		{"FuzzCaller", "protocol-18-not-found", failed},
 	} {
 		if got := corpusBytes(t, c.target, c.name); !bytes.Equal(got, c.want) {
 			t.Errorf("testdata/fuzz/%s/%s holds\n% x\nPROTOCOL.md has\n% x", c.target, c.name, got, c.want)
