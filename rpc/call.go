@@ -120,9 +120,11 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 			if err := misplacedHeader(got.header != nil, gotReply); err != nil {
 				return err
 			}
-			if got.header, err = parseResponseHeader(payload); err != nil {
+			md, err := parseResponseHeader(payload)
+			if err != nil { // malformed: the call received no header
 				return p.callError(ctx, aborted.Load(), err)
 			}
+			got.header = md
 		case partMessage:
 			if gotReply {
 				return grpcstatus.Error(codes.Internal, "rpc: unary call answered with more than one message")
@@ -447,9 +449,11 @@ func (cs *clientStream) nextLocked() (byte, []byte, error) {
 			if err := misplacedHeader(cs.header != nil, cs.gotMsg); err != nil {
 				return 0, nil, err
 			}
-			if cs.header, err = parseResponseHeader(payload); err != nil {
+			md, err := parseResponseHeader(payload)
+			if err != nil { // malformed: the call received no header
 				return 0, nil, cs.p.callError(cs.ctx, cs.aborted.Load(), err)
 			}
+			cs.header = md
 			cs.headerDone = true
 			continue
 		case partTrailer:

@@ -153,6 +153,9 @@ func FuzzCaller(f *testing.F) {
 	f.Add(rawParts(msg("x"), appendEmptyPart(nil, partClientEnd)), uint8(1), uint16(1<<10))
 	f.Add(rawParts(msg("cut"))[:4], uint8(0), uint16(1<<10))
 	f.Add([]byte{}, uint8(2), uint16(1<<10))
+	badHeader := part(partResponseHeader, appendEntries(nil, fieldHeaderMetadata, "a", "1", "B", "2")...)
+	f.Add(rawParts(badHeader, msg("x"), ok), uint8(0), uint16(1<<10))
+	f.Add(rawParts(badHeader, msg("x"), ok), uint8(1), uint16(1<<10))
 	p := rawCallee(f, mux.Native, answerWithRequest)
 	f.Fuzz(func(t *testing.T, answer []byte, kind uint8, maxRecv uint16) {
 		ck := callerKinds[int(kind)%len(callerKinds)]
