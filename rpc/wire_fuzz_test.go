@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -579,11 +580,32 @@ func repeatUntil(b []byte, n int, gen func(b []byte, i int) []byte) []byte {
 // as metadata entries of one key or of distinct keys with empty values,
 // reserved keys, empty status details, repeated methods and messages.
 // Each costs at most decodeAllocPerByte bytes per byte of input, plus a
-// constant; the test logs the ratios it measured.
+// constant, as does each input of the decoders' seed corpora; the test
+// logs the ratios it measured.
 func TestDecodersAllocateInProportion(t *testing.T) {
 	for _, size := range []int{1 << 10, 4 << 10, 64 << 10} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) { checkDecoderAllocs(t, size) })
 	}
+	t.Run("seed corpora", func(t *testing.T) {
+		decoders := map[string]func([]byte){
+			"FuzzCallHeader":     func(p []byte) { parseCallHeader(p) },
+			"FuzzResponseHeader": func(p []byte) { parseResponseHeader(p) },
+			"FuzzTrailer": func(p []byte) {
+				tl, _ := parseTrailer(p)
+				tl.err()
+			},
+		}
+		for target, decode := range decoders {
+			files, err := os.ReadDir(filepath.Join("testdata", "fuzz", target))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, file := range files {
+				p := corpusBytes(t, target, file.Name())
+				checkAllocs(t, len(p), target+"/"+file.Name(), func() { decode(p) })
+			}
+		}
+	})
 }
 
 func checkDecoderAllocs(t *testing.T, size int) {
