@@ -172,6 +172,35 @@ func beyondFieldNumbers(p []byte, entries protowire.Number) bool {
 	return false
 }
 
+// overEntryLimit reports whether a decoder's error is the bound on
+// metadata entries, after failing the test if p does not hold more than
+// maxMetadataEntries well-formed entry fields before any malformed one.
+func overEntryLimit(t *testing.T, err error, p []byte, entries protowire.Number) bool {
+	t.Helper()
+	if !errors.Is(err, errTooManyEntries) {
+		return false
+	}
+	n := 0
+	for len(p) > 0 {
+		num, typ, k := protowire.ConsumeTag(p)
+		if k < 0 {
+			break
+		}
+		m := protowire.ConsumeFieldValue(num, typ, p[k:])
+		if m < 0 {
+			break
+		}
+		if num == entries && typ == protowire.BytesType {
+			n++
+		}
+		p = p[k+m:]
+	}
+	if n <= maxMetadataEntries {
+		t.Fatalf("refused as over %d metadata entries, with %d of them", maxMetadataEntries, n)
+	}
+	return true
+}
+
 // sameMD reports whether a and b hold the same values in the same order
 // per key; nil and empty are the same.
 func sameMD(a, b metadata.MD) bool {
@@ -281,6 +310,9 @@ func FuzzCallHeader(f *testing.F) {
 	f.Add(protowire.AppendTag(nil, fieldCallTimeout, protowire.VarintType)) // no method, and a truncated varint
 	f.Fuzz(func(t *testing.T, p []byte) {
 		h, err := parseCallHeader(p)
+		if overEntryLimit(t, err, p, fieldCallMetadata) {
+			return
+		}
 		spec, specErr := specMessage(t, "CallHeader", p)
 		var wantMD metadata.MD
 		wantOK := specErr == nil
@@ -332,6 +364,9 @@ func FuzzResponseHeader(f *testing.F) {
 	f.Add(append(appendEntries(nil, fieldHeaderMetadata, "k", "v"), 0x0a, 0x05, 0x0a)) // an entry cut short
 	f.Fuzz(func(t *testing.T, p []byte) {
 		md, err := parseResponseHeader(p)
+		if overEntryLimit(t, err, p, fieldHeaderMetadata) {
+			return
+		}
 		spec, specErr := specMessage(t, "ResponseHeader", p)
 		var wantMD metadata.MD
 		wantOK := specErr == nil
@@ -407,6 +442,9 @@ func FuzzTrailer(f *testing.F) {
 	f.Add(appendEntries(nil, fieldTrailerMetadata, "grpc-status", "13", "k", "\x00"))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		tl, err := parseTrailer(p)
+		if overEntryLimit(t, err, p, fieldTrailerMetadata) {
+			return
+		}
 		spec, specErr := specMessage(t, "Trailer", p)
 		var wantMD metadata.MD
 		wantOK := specErr == nil
@@ -519,7 +557,8 @@ func FuzzMetadataEntry(f *testing.F) {
 		}
 		prior := metadata.MD{"k": {"before"}}
 		md := metadata.Join(prior)
-		err := addEntry(&md, entry)
+		entries := 0
+		err := addEntry(&md, &entries, entry)
 		spec, specErr := specMessage(t, "Entry", entry)
 		if specErr != nil {
 			if err == nil && beyondFieldNumbers(entry, 0) {
@@ -608,6 +647,8 @@ func TestDecodersAllocateInProportion(t *testing.T) {
 	})
 }
 
+// checkDecoderAllocs measures crafted worst cases of size bytes; those of
+// more than maxMetadataEntries entries are refused, and cost no more.
 func checkDecoderAllocs(t *testing.T, size int) {
 	entries := func(field protowire.Number, key func(i int) string) []byte {
 		return repeatUntil(nil, size, func(b []byte, i int) []byte {
@@ -631,14 +672,14 @@ func checkDecoderAllocs(t *testing.T, size int) {
 	code := protowire.AppendVarint(protowire.AppendTag(nil, fieldTrailerCode, protowire.VarintType), uint64(codes.Aborted))
 	callHeader := func(p []byte) func() {
 		return func() {
-			if _, err := parseCallHeader(p); err != nil {
+			if _, err := parseCallHeader(p); err != nil && !errors.Is(err, errTooManyEntries) {
 				t.Fatal(err)
 			}
 		}
 	}
 	responseHeader := func(p []byte) func() {
 		return func() {
-			if _, err := parseResponseHeader(p); err != nil {
+			if _, err := parseResponseHeader(p); err != nil && !errors.Is(err, errTooManyEntries) {
 				t.Fatal(err)
 			}
 		}
@@ -646,7 +687,7 @@ func checkDecoderAllocs(t *testing.T, size int) {
 	trailerStatus := func(p []byte) func() {
 		return func() {
 			tl, err := parseTrailer(p)
-			if err != nil {
+			if err != nil && !errors.Is(err, errTooManyEntries) {
 				t.Fatal(err)
 			}
 			tl.err()
