@@ -125,6 +125,9 @@ func (s *Session) protocolError(cause error) error {
 		debug = debug[:limit]
 	}
 	s.mu.Lock()
+	if s.protoErr == nil {
+		s.protoErr = err // the GOAWAY's write may fail the session first
+	}
 	g := s.newGoAwayLocked(GoAwayProtocolError, debug)
 	if s.goAwaySent == nil {
 		s.goAwaySent = g

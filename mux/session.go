@@ -79,6 +79,7 @@ type Session struct {
 	idleReaders atomic.Int32
 	goAwaySent  *GoAwayError
 	goAwayRecv  *GoAwayError
+	protoErr    error // the peer broke the protocol: the session's error, whatever fails while the GOAWAY saying so leaves
 	closing     bool
 	pings       map[uint64]chan struct{}
 	pingSeq     uint64
@@ -464,6 +465,9 @@ func (s *Session) fail(err error) {
 	if s.goAwayRecv != nil && !errors.Is(err, ErrSessionClosed) && !errors.Is(err, ErrProtocol) &&
 		!errors.Is(err, ErrKeepAliveTimeout) && !errors.Is(err, ErrStreamIDsExhausted) {
 		err = s.goAwayRecv // the peer said why it left
+	}
+	if s.protoErr != nil {
+		err = s.protoErr
 	}
 	s.err = err
 	close(s.done)
