@@ -28,8 +28,11 @@ func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
 		return nil
 	}
 	st.recvWindow -= n
-	if n > 0 {
-		region := st.reserveLocked(n)
+	for n > 0 {
+		// The buffer grows as the bytes arrive, at most deliverAhead
+		// ahead of them, whatever length the header claims.
+		k := min(n, max(br.Buffered(), deliverAhead))
+		region := st.reserveLocked(k)
 		st.delivering = true
 		st.mu.Unlock()
 		_, err := io.ReadFull(br, region)
@@ -39,11 +42,17 @@ func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
 			st.mu.Unlock()
 			return err
 		}
-		if st.recv == halfOpen && !st.closed {
-			st.rbuf = st.rbuf[:len(st.rbuf)+n]
-		} else {
-			st.dropInputLocked() // ended while the bytes arrived
+		n -= k
+		if st.recv != halfOpen || st.closed { // ended while the bytes arrived
+			st.dropInputLocked()
+			st.mu.Unlock()
+			if _, err := br.Discard(n); err != nil {
+				return err
+			}
+			st.mu.Lock()
+			break
 		}
+		st.rbuf = st.rbuf[:len(st.rbuf)+k]
 	}
 	if !end {
 		if st.readWake != nil {
@@ -57,6 +66,12 @@ func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
 	a.do()
 	return nil
 }
+
+// deliverAhead bounds how far a stream's buffer grows ahead of the bytes
+// of a DATA frame that have arrived: a header claiming 16 MiB costs no
+// more until they come. A frame of the default MaxFrameSize is still read
+// at once.
+const deliverAhead = defaultMaxFrameSize
 
 // reserveLocked makes room for n more bytes after rbuf's length and
 // returns that room.

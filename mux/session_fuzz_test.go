@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -500,14 +501,14 @@ func splitsIntoFrames(b []byte) bool {
 var garbageConfig = &Config{MaxIncomingStreams: 4, StreamWindow: 1024, MaxFrameSize: 1024,
 	KeepAliveInterval: -1, HandshakeTimeout: 5 * time.Second, CloseTimeout: time.Second}
 
-// runGarbage feeds data to a server session after a valid handshake, whose
+// runGarbage feeds data to a server session with cfg after a valid handshake, whose
 // application accepts and reads every stream of TypeDefault, and reports
 // what happened: if data is a whole number of frames, a PING follows it,
 // and the frames the session sent before answering it, or until it
 // closed the connection; then the peer closes the connection, and the
 // session's error.
-func runGarbage(t testing.TB, data []byte) (frames []rawFrame, answered bool, err error) {
-	p := newPipePeer(t, garbageConfig, reactionPeer)
+func runGarbage(t testing.TB, cfg *Config, data []byte) (frames []rawFrame, answered bool, err error) {
+	p := newPipePeer(t, cfg, reactionPeer)
 	var app sync.WaitGroup
 	app.Add(1)
 	go func() {
@@ -562,7 +563,7 @@ func FuzzSessionGarbage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		base := runtime.NumGoroutine()
 		defer noGoroutinesLeft(t, base)
-		frames, answered, err := runGarbage(t, data)
+		frames, answered, err := runGarbage(t, garbageConfig, data)
 		if !splitsIntoFrames(data) {
 			if !errors.Is(err, ErrProtocol) {
 				t.Fatalf("input % x ends in the middle of a frame: the session ended with %v, want ErrProtocol", data, err)
@@ -602,4 +603,60 @@ func FuzzSessionGarbage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSessionAllocationBoundedByInput feeds sessions the corpora of
+// FuzzSessionGarbage and FuzzSessionInput, and inputs whose frame headers
+// announce far more than follows them, up to 16 MiB of DATA to a session
+// that accepts such frames: beyond the fixed cost of a session, what it
+// allocates grows at most in proportion to the bytes that arrived, not to
+// the lengths the headers claim.
+func TestSessionAllocationBoundedByInput(t *testing.T) {
+	big := &Config{MaxIncomingStreams: 4, StreamWindow: 1 << 24, MaxFrameSize: maxFramePayload,
+		KeepAliveInterval: -1, HandshakeTimeout: 5 * time.Second, CloseTimeout: time.Second}
+	claim := func(length uint32, flags uint8, id uint32, follow []byte) []byte {
+		return append(appendFrameHeader(nil, frameHeader{length: length, typ: frameData, flags: flags, streamID: id}), follow...)
+	}
+	type input struct {
+		name string
+		cfg  *Config
+		data []byte
+	}
+	inputs := []input{
+		{"16 MiB DATA opening a stream, 1 byte of it sent", big, claim(maxFramePayload, flagOpen, 1, []byte{0})},
+		{"16 MiB DATA opening a stream, 1 KiB of it sent", big, claim(maxFramePayload, flagOpen, 1, make([]byte, 1024))},
+		{"16 MiB DATA on an open stream, 100 bytes of it sent", big,
+			append(openFrame(1, TypeDefault, []byte("x"), false), claim(maxFramePayload, 0, 1, make([]byte, 100))...)},
+		{"1 KiB DATA opening a stream, 1 byte of it sent", garbageConfig, claim(1024, flagOpen, 1, []byte{0})},
+		{"16 KiB GOAWAY, 8 bytes of it sent", big, append(appendFrameHeader(nil, frameHeader{length: maxControlPayload, typ: frameGoAway}), make([]byte, 8)...)},
+	}
+	for _, target := range []string{"FuzzSessionGarbage", "FuzzSessionInput"} {
+		for i, c := range fuzzCorpus(t, target) {
+			inputs = append(inputs, input{fmt.Sprintf("%s corpus #%d", target, i), garbageConfig, c[0].([]byte)})
+		}
+	}
+	measure := func(cfg *Config, data []byte) uint64 {
+		return bytesAllocated(func() { runGarbage(t, cfg, data) })
+	}
+	fixed := map[*Config]uint64{}
+	for _, cfg := range []*Config{garbageConfig, big} {
+		measure(cfg, nil) // warm up
+		fixed[cfg] = measure(cfg, nil)
+		t.Logf("a session with MaxFrameSize %d and an empty input allocates %d bytes", cfg.MaxFrameSize, fixed[cfg])
+	}
+	const perByte, slack = 4, 2 * deliverAhead // a frame's bytes are buffered at most deliverAhead ahead of their arrival
+	worst := 0.0
+	for _, in := range inputs {
+		got := measure(in.cfg, in.data)
+		extra := int64(got) - int64(fixed[in.cfg])
+		if extra > int64(perByte*len(in.data)+slack) {
+			t.Errorf("%s: %d bytes of input cost %d bytes beyond a session's %d, more than %d per byte + %d",
+				in.name, len(in.data), extra, fixed[in.cfg], perByte, slack)
+		}
+		if len(in.data) >= 1024 {
+			worst = max(worst, float64(extra)/float64(len(in.data)))
+		}
+		t.Logf("%s: %d bytes in, %d allocated beyond the fixed cost", in.name, len(in.data), extra)
+	}
+	t.Logf("worst ratio for inputs of 1 KiB or more: %.1f bytes allocated per byte of input", worst)
 }
