@@ -3,13 +3,10 @@ package mux
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -358,77 +355,4 @@ func bytesAllocated(f func()) uint64 {
 	f()
 	runtime.ReadMemStats(&after)
 	return after.TotalAlloc - before.TotalAlloc
-}
-
-// fuzzCorpus reads the committed corpus of a fuzz target, in the `go test
-// fuzz v1` format, as the values of each file. Under CI a target without a
-// corpus fails the test.
-func fuzzCorpus(t testing.TB, target string) [][]any {
-	t.Helper()
-	dir := "testdata/fuzz/" + target
-	entries, err := os.ReadDir(dir)
-	if err != nil || len(entries) == 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no committed corpus for %s: %v", target, err)
-		}
-		t.Logf("no committed corpus for %s: %v", target, err)
-		return nil
-	}
-	var out [][]any
-	for _, e := range entries {
-		b, err := os.ReadFile(dir + "/" + e.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		vals, err := parseCorpusFile(b)
-		if err != nil {
-			t.Fatalf("%s/%s: %v", dir, e.Name(), err)
-		}
-		out = append(out, vals)
-	}
-	return out
-}
-
-// parseCorpusFile decodes the values of a corpus file of the kinds the
-// targets here take: []byte, bool and unsigned integers.
-func parseCorpusFile(b []byte) ([]any, error) {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if lines[0] != "go test fuzz v1" {
-		return nil, errors.New("not a `go test fuzz v1` file")
-	}
-	var vals []any
-	for _, l := range lines[1:] {
-		kind, lit, ok := strings.Cut(l, "(")
-		if !ok || !strings.HasSuffix(lit, ")") {
-			return nil, fmt.Errorf("%q: not a typed value", l)
-		}
-		lit = lit[:len(lit)-1]
-		var v any
-		var err error
-		switch kind {
-		case "[]byte":
-			var s string
-			s, err = strconv.Unquote(lit)
-			v = []byte(s)
-		case "bool":
-			v, err = strconv.ParseBool(lit)
-		case "uint8", "byte", "uint16", "uint32", "uint64":
-			var n uint64
-			if len(lit) >= 3 && lit[0] == '\'' { // Go writes a byte as a character literal
-				var r rune
-				r, _, _, err = strconv.UnquoteChar(lit[1:len(lit)-1], '\'')
-				n = uint64(r)
-			} else {
-				n, err = strconv.ParseUint(lit, 0, 64)
-			}
-			v = map[string]any{"uint8": uint8(n), "byte": uint8(n), "uint16": uint16(n), "uint32": uint32(n), "uint64": n}[kind]
-		default:
-			err = fmt.Errorf("unsupported type %s", kind)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", l, err)
-		}
-		vals = append(vals, v)
-	}
-	return vals, nil
 }
