@@ -20,12 +20,44 @@ import (
 // FuzzFrameReaction for one frame of each type, built from fuzzed fields,
 // FuzzSessionGarbage for arbitrary bytes.
 
-// pipePeer is a hand-written native peer on the far end of a net.Pipe from
-// a server session: it sends what the test says, and records every frame
-// the session sends, parsed without the package's decoder.
+// halfPipe is one end of an in-memory connection made of two net.Pipes,
+// one per direction, so that an end can finish sending alone, as TCP's
+// CloseWrite does: the other end then reads io.EOF, and its writes still
+// go through. (A net.Pipe closed fails both at once, and which of the
+// two a session notices first is a race.)
+type halfPipe struct {
+	net.Conn          // reads come from here
+	w        net.Conn // writes go here
+}
+
+func halfPipes() (halfPipe, halfPipe) {
+	aIn, bOut := net.Pipe()
+	bIn, aOut := net.Pipe()
+	return halfPipe{aIn, aOut}, halfPipe{bIn, bOut}
+}
+
+func (c halfPipe) Write(b []byte) (int, error) { return c.w.Write(b) }
+func (c halfPipe) CloseWrite() error           { return c.w.Close() }
+
+func (c halfPipe) Close() error {
+	c.w.Close()
+	return c.Conn.Close()
+}
+
+func (c halfPipe) SetDeadline(t time.Time) error {
+	c.w.SetWriteDeadline(t)
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c halfPipe) SetWriteDeadline(t time.Time) error { return c.w.SetWriteDeadline(t) }
+
+// pipePeer is a hand-written native peer on the far end of an in-memory
+// connection from a server session: it sends what the test says, and
+// records every frame the session sends, parsed without the package's
+// decoder.
 type pipePeer struct {
 	t    testing.TB
-	conn net.Conn
+	conn halfPipe
 	s    *Session
 
 	pos int // the next frame until looks at
@@ -40,7 +72,7 @@ type pipePeer struct {
 // newPipePeer starts a server session with cfg and completes its
 // handshake, announcing announce.
 func newPipePeer(t testing.TB, cfg *Config, announce settings) *pipePeer {
-	conn, peer := net.Pipe()
+	conn, peer := halfPipes()
 	res := make(chan sessionResult, 1)
 	go func() {
 		s, err := Server(conn, cfg)
@@ -150,13 +182,14 @@ func (p *pipePeer) send(b ...[]byte) {
 	p.conn.Write(bytes.Join(b, nil))
 }
 
-// end closes the peer's side, waits, boundedly, for the session to end and
-// returns its error.
+// end ends what the peer sends, waits, boundedly, for the session to end
+// and returns its error; then it closes the connection.
 func (p *pipePeer) end() error {
 	p.t.Helper()
-	p.conn.Close()
+	p.conn.CloseWrite()
 	defer func() {
 		p.s.Kill()
+		p.conn.Close()
 		<-p.read
 	}()
 	select {
@@ -667,4 +700,30 @@ func TestSessionAllocationBoundedByInput(t *testing.T) {
 		t.Logf("%s: %d bytes in, %d allocated beyond the fixed cost", in.name, len(in.data), extra)
 	}
 	t.Logf("worst ratio for inputs of 1 KiB or more: %.1f bytes allocated per byte of input", worst)
+}
+
+// TestProtocolErrorOutlivesAFailedGoAway has a peer send a malformed frame
+// after it stopped reading: the session's GOAWAY cannot be written, and
+// still the session ends with ErrProtocol (PROTOCOL.md §9.1), not with the
+// write's error, which came first 19 times in 20 before the fix (the input
+// FuzzSessionGarbage found is in its corpus too).
+func TestProtocolErrorOutlivesAFailedGoAway(t *testing.T) {
+	for i := range 50 {
+		p := newPipePeer(t, garbageConfig, reactionPeer)
+		p.conn.Conn.Close() // the peer reads no more: the session's writes fail
+		<-p.read
+		p.send([]byte("0000000000")) // a DATA header claiming 3 MB
+		select {
+		case <-p.s.Done():
+		case <-time.After(5 * time.Second):
+			p.s.Kill()
+			t.Fatal("the session still runs 5s after a malformed frame")
+		}
+		err := p.s.Err()
+		p.s.Kill()
+		p.conn.Close()
+		if !errors.Is(err, ErrProtocol) {
+			t.Fatalf("run %d: the session ended with %v, want ErrProtocol", i, err)
+		}
+	}
 }
