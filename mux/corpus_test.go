@@ -199,3 +199,58 @@ func slicesContain(seqs [][]byte, want []byte) bool {
 	}
 	return false
 }
+
+// TestUnitDecoderAllocation runs the unit decoders of what a peer sends
+// over the committed corpora of their fuzz targets and over inputs of the
+// largest sizes allowed: the preface, frame header and SETTINGS decoders
+// allocate nothing for valid input, and readSmuxHello, which reads at most
+// 64 bytes, allocates at most 1 KiB (its buffer, the hello's copy, or an
+// error quoting at most those bytes) whatever it is given, a megabyte
+// included.
+func TestUnitDecoderAllocation(t *testing.T) {
+	allocs := func(f func()) float64 { return testing.AllocsPerRun(10, f) }
+	prefaces := [][]byte{appendPreface(nil)}
+	for _, c := range fuzzCorpus(t, "FuzzCheckPreface") {
+		prefaces = append(prefaces, c[0].([]byte))
+	}
+	for _, b := range prefaces {
+		if len(b) >= prefaceLen && checkPreface(b) == nil {
+			if n := allocs(func() { checkPreface(b) }); n != 0 {
+				t.Errorf("checkPreface(% x) allocates %v times", b, n)
+			}
+		}
+	}
+	for _, c := range fuzzCorpus(t, "FuzzParseFrameHeader") {
+		b, max := c[0].([]byte), c[1].(uint32)
+		if _, err := parseFrameHeader(b, max); len(b) >= frameHeaderLen && err == nil {
+			if n := allocs(func() { parseFrameHeader(b, max) }); n != 0 {
+				t.Errorf("parseFrameHeader(% x) allocates %v times", b, n)
+			}
+		}
+	}
+	var full []byte // the largest SETTINGS payload: 2 730 entries
+	for i := range maxControlPayload / settingLen {
+		full = appendSetting(full, uint16(i%4), 1<<20)
+	}
+	payloads := [][]byte{nil, full}
+	for _, c := range fuzzCorpus(t, "FuzzParseSettings") {
+		payloads = append(payloads, c[0].([]byte))
+	}
+	for _, p := range payloads {
+		if _, err := parseSettings(p); err == nil {
+			if n := allocs(func() { parseSettings(p) }); n != 0 {
+				t.Errorf("parseSettings of a valid %d-byte payload allocates %v times", len(p), n)
+			}
+		}
+	}
+	hellos := [][]byte{smuxClientHello(1 << 40), bytes.Repeat(smuxFrame(nil, smuxNOP, 0, nil), 100), bytes.Repeat([]byte{2}, 1<<20)}
+	for _, c := range fuzzCorpus(t, "FuzzSmuxHello") {
+		hellos = append(hellos, c[0].([]byte))
+	}
+	for _, b := range hellos {
+		r := bytes.NewReader(b)
+		if n := bytesAllocated(func() { readSmuxHello(r) }); n > 16*smuxHelloMax {
+			t.Errorf("readSmuxHello of % .40x (%d bytes) allocates %d bytes", b, len(b), n)
+		}
+	}
+}

@@ -77,9 +77,10 @@ func specSettings(p []byte) (settings, bool) {
 
 // FuzzParseSettings proves that parseSettings decodes any payload as
 // PROTOCOL.md §2.8 specifies (values, defaults, ranges, last entry wins,
-// unknown identifiers ignored), fails only with errFrame, allocates
-// nothing for a valid payload, and that the settings it returns encode
-// (appendSettings) into a valid SETTINGS frame that decodes to them again.
+// unknown identifiers ignored), fails only with errFrame, and that the
+// settings it returns encode (appendSettings) into a valid SETTINGS frame
+// that decodes to them again. TestUnitDecoderAllocation checks that a
+// valid payload decodes without allocating.
 func FuzzParseSettings(f *testing.F) {
 	for _, s := range []settings{
 		{maxIncomingStreams: 1000, initialWindow: 262144, maxFrameSize: 65536}, // the Go defaults, PROTOCOL.md §11
@@ -102,9 +103,6 @@ func FuzzParseSettings(f *testing.F) {
 		}
 		if err != nil || got != want {
 			t.Fatalf("% x: parsed as %+v, %v; want %+v", p, got, err, want)
-		}
-		if n := testing.AllocsPerRun(1, func() { parseSettings(p) }); n != 0 {
-			t.Fatalf("parseSettings of a valid %d-byte payload allocates %v times", len(p), n)
 		}
 		enc := appendSettings(nil, got)
 		h, err := parseFrameHeader(enc, maxControlPayload)

@@ -63,8 +63,9 @@ func specSmuxHello(b []byte) (int, error) {
 // FuzzSmuxHello proves that readSmuxHello, which reads a Smux client's
 // first bytes before any smux session exists, returns exactly what
 // specSmuxHello says (the hello, or ErrNotMuxrpc, ErrProtocol, or the end
-// of the input), never reads a byte past the hello, and allocates at most
-// the 64 bytes of its bound plus its error.
+// of the input) and never reads a byte past the hello. (What it allocates
+// is bounded by TestUnitDecoderAllocation: measured inside a fuzz worker,
+// the process's allocations include the worker's own.)
 func FuzzSmuxHello(f *testing.F) {
 	f.Add(smuxClientHello(1000))
 	f.Add(append(smuxFrame(nil, smuxNOP, 0, nil), smuxClientHello(0)...))
@@ -84,12 +85,6 @@ func FuzzSmuxHello(f *testing.F) {
 		}
 		if read := len(b) - r.Len(); read > 64 || err == nil && read != want {
 			t.Fatalf("% x: read %d bytes (hello of %d)", b, read, want)
-		}
-		if err == nil {
-			again := bytes.NewReader(b)
-			if n := bytesAllocated(func() { readSmuxHello(again) }); n > 3*smuxHelloMax {
-				t.Fatalf("% x: reading a hello of %d bytes allocates %d bytes", b, want, n)
-			}
 		}
 	})
 }
