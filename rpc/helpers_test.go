@@ -249,14 +249,15 @@ func blockedCall(ctx context.Context, cc ClientConnInterface, kind string) error
 	case "clientStream":
 		var s ClientStreamingClient[wrapperspb.StringValue, wrapperspb.StringValue]
 		if s, err = c.ClientStream(ctx); err == nil {
-			if err = s.Send(in); err == nil {
+			// A Send that fails returns io.EOF; RecvMsg says why.
+			if err = s.Send(in); err == nil || err == io.EOF {
 				err = s.RecvMsg(new(wrapperspb.StringValue))
 			}
 		}
 	case "bidi":
 		var s BidiStreamingClient[wrapperspb.StringValue, wrapperspb.StringValue]
 		if s, err = c.Bidi(ctx); err == nil {
-			if err = s.Send(in); err == nil {
+			if err = s.Send(in); err == nil || err == io.EOF {
 				_, err = s.Recv()
 			}
 		}
@@ -270,41 +271,119 @@ func blockedCall(ctx context.Context, cc ClientConnInterface, kind string) error
 }
 
 // relay is test.Echo answered by calling the caller back with the
-// handler's own context: the unary and server-streaming handlers make the
-// same call to the caller's services and pass the answer on. Each reports
-// the error of its call back on backErr.
+// handler's own context: each handler makes the same kind of call to the
+// caller's services and passes the answers on (the streaming ones pass
+// the requests on as they come, while they wait for the answers). Each
+// reports the error of its call back on backErr; after a call back
+// failed, it waits for its own context to end (10 s at most) and reports
+// that on ended, before it returns.
 type relay struct {
 	echoImpl
 	backErr chan error
+	ended   chan ctxEnd
 }
 
 func newRelay() *relay {
-	return &relay{echoImpl: echoImpl{name: "relay"}, backErr: make(chan error, 64)}
+	return &relay{echoImpl: echoImpl{name: "relay"}, backErr: make(chan error, 64), ended: make(chan ctxEnd, 64)}
+}
+
+// failed reports the failure of a call back and then the end of the
+// handler's context, and returns err.
+func (r *relay) failed(ctx context.Context, err error) error {
+	r.backErr <- err
+	m, _ := Method(ctx)
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		r.ended <- ctxEnd{method: m, at: time.Now(), err: ctx.Err()}
+	case <-timer.C:
+		r.ended <- ctxEnd{method: m, at: time.Now()}
+	}
+	return err
 }
 
 func (r *relay) Unary(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 	out, err := echoClient{PeerFromContext(ctx)}.Unary(ctx, in)
-	r.backErr <- err
-	return out, err
+	if err != nil {
+		return nil, r.failed(ctx, err)
+	}
+	r.backErr <- nil
+	return out, nil
 }
 
 func (r *relay) ServerStream(in *wrapperspb.StringValue, s ServerStreamingServer[wrapperspb.StringValue]) error {
 	back, err := echoClient{PeerFromContext(s.Context())}.ServerStream(s.Context(), in)
 	if err != nil {
-		r.backErr <- err
-		return err
+		return r.failed(s.Context(), err)
 	}
+	return r.passAnswers(s.Context(), back, s)
+}
+
+func (r *relay) ClientStream(s ClientStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error {
+	back, err := echoClient{PeerFromContext(s.Context())}.ClientStream(s.Context())
+	if err != nil {
+		return r.failed(s.Context(), err)
+	}
+	go passRequests(s, back)
+	out := new(wrapperspb.StringValue)
+	if err := back.RecvMsg(out); err != nil {
+		return r.failed(s.Context(), err)
+	}
+	r.backErr <- nil
+	return s.SendAndClose(out)
+}
+
+func (r *relay) Bidi(s BidiStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error {
+	back, err := echoClient{PeerFromContext(s.Context())}.Bidi(s.Context())
+	if err != nil {
+		return r.failed(s.Context(), err)
+	}
+	go passRequests(s, back)
+	return r.passAnswers(s.Context(), back, s)
+}
+
+// passAnswers sends the answers of a call back on to the caller until the
+// call back ends.
+func (r *relay) passAnswers(ctx context.Context, back interface {
+	Recv() (*wrapperspb.StringValue, error)
+}, s interface {
+	Send(*wrapperspb.StringValue) error
+}) error {
 	for {
 		m, err := back.Recv()
+		if errors.Is(err, io.EOF) {
+			r.backErr <- nil
+			return nil
+		}
 		if err != nil {
-			r.backErr <- err
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
+			return r.failed(ctx, err)
 		}
 		if err := s.Send(m); err != nil {
 			return err
+		}
+	}
+}
+
+// passRequests sends the caller's requests on to a call back, and ends the
+// call back's requests after the caller's last; it returns once the
+// caller's requests end, as they do when the handler returns.
+func passRequests(s interface {
+	Recv() (*wrapperspb.StringValue, error)
+}, back interface {
+	Send(*wrapperspb.StringValue) error
+	CloseSend() error
+}) {
+	for {
+		in, err := s.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				back.CloseSend()
+			}
+			return
+		}
+		if back.Send(in) != nil {
+			return
 		}
 	}
 }
