@@ -76,11 +76,11 @@
 // # Keepalive
 //
 // A session pings its peer after [Config.KeepAliveInterval] without
-// hearing from it, and ends with [ErrKeepAliveTimeout] when nothing has
-// been received, or a write has made no progress, for
-// [Config.KeepAliveTimeout]. A slow link the peer keeps reading is alive,
-// however long one batch of frames takes to cross it.
-// [Session.Ping] measures the round trip on demand. A live peer that
+// hearing from it or without sending to it, and ends with
+// [ErrKeepAliveTimeout] when nothing has been received, or a write has
+// made no progress, for [Config.KeepAliveTimeout]. A slow link the peer
+// keeps reading is alive, however long one batch of frames takes to cross
+// it. [Session.Ping] measures the round trip on demand. A live peer that
 // opens no stream keeps its session unless [Config.IdleTimeout] is set:
 // the session then ends, as by Close, with [ErrIdleTimeout].
 //

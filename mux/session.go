@@ -59,6 +59,7 @@ type Session struct {
 	kick        chan struct{} // wakes writeLoop
 	progressAt  atomic.Int64  // unix nanos of the running write's last progress; 0 when none runs
 	drainedAt   atomic.Int64  // unix nanos when the peer last drained a congested connection, for keepalive
+	sentAt      atomic.Int64  // unix nanos when a batch last went to the connection, for keepalive
 
 	// Stream table and session state.
 	mu          sync.Mutex

@@ -319,7 +319,9 @@ func (s *Session) handOffLocked(rest []byte) {
 func (s *Session) takeBufLocked() []byte {
 	buf := s.wbuf
 	s.wbuf, s.wspare = s.wspare[:0], nil
-	s.progressAt.Store(now())
+	t := now()
+	s.progressAt.Store(t)
+	s.sentAt.Store(t)
 	s.wakeRoomLocked()
 	return buf
 }
