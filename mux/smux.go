@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"runtime"
+	"time"
 
 	"github.com/xtaci/smux"
 )
@@ -20,7 +22,8 @@ import (
 // stream then starts with its type and, the other way, an admission
 // status. So admission (OpenType waits for a slot, ErrRefused past the
 // limit), accept queues, Close's drain and the session's end are shared
-// with the native engine; frames, flow control and keepalive are smux's.
+// with the native engine; frames, flow control and keepalive's pings are
+// smux's (giving up on a silent peer is this package's: smuxKeepAlive).
 // What smux cannot give is refused plainly (ErrUnsupported): Reset,
 // GoAway, Ping and CloseWrite.
 //
@@ -57,7 +60,36 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 	}
 	s.wg.Add(1)
 	go s.smuxAcceptLoop()
+	if c.KeepAliveInterval > 0 {
+		s.heardAt.Store(now())
+		s.wg.Add(1)
+		go s.smuxKeepAlive()
+	}
 	return s, nil
+}
+
+// smuxKeepAlive ends the session with ErrKeepAliveTimeout once nothing has
+// been read from the peer for KeepAliveTimeout; smux only sends the pings
+// (NOP frames). smux's own check looks, once per timeout, for a frame
+// header read since its last look, and would end a live session on a
+// link that takes longer than the timeout to carry one frame of up to
+// 64 KiB: bytes arriving prove the peer alive, not only whole frames.
+func (s *Session) smuxKeepAlive() {
+	defer s.wg.Done()
+	timeout := s.cfg.KeepAliveTimeout
+	tick := time.NewTicker(s.cfg.KeepAliveInterval / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case t := <-tick.C:
+			if t.Sub(time.Unix(0, s.heardAt.Load())) >= timeout {
+				s.fail(ErrKeepAliveTimeout)
+				return
+			}
+		}
+	}
 }
 
 // smuxConfig returns the smux configuration for c.
@@ -73,7 +105,8 @@ func smuxConfig(c Config) (*smux.Config, error) {
 	if c.KeepAliveInterval < 0 {
 		sc.KeepAliveDisabled = true
 	} else {
-		sc.KeepAliveInterval, sc.KeepAliveTimeout = c.KeepAliveInterval, c.KeepAliveTimeout
+		// smux pings; the session gives up itself, see smuxKeepAlive.
+		sc.KeepAliveInterval, sc.KeepAliveTimeout = c.KeepAliveInterval, math.MaxInt64
 	}
 	if err := smux.VerifyConfig(sc); err != nil {
 		return nil, fmt.Errorf("mux: config for the Smux transport: %w", err)

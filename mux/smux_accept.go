@@ -27,7 +27,8 @@ func (s *Session) smuxAcceptLoop() {
 		if err != nil {
 			if errors.Is(err, io.ErrClosedPipe) {
 				// smux closes its session itself only when its keepalive
-				// finds the peer silent; when this side closed it, fail has
+				// finds the peer silent (its timeout is off: see
+				// smuxKeepAlive); when this side closed it, fail has
 				// recorded why already and ignores this.
 				err = ErrKeepAliveTimeout
 			}

@@ -129,6 +129,11 @@ func (c *smuxConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	c.in.scan(p[:n])
+	if n > 0 {
+		if s := c.sess.Load(); s != nil {
+			s.heardAt.Store(now()) // for keepalive
+		}
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) { // a local close: smuxAcceptLoop says why
 		if s := c.sess.Load(); s != nil {
 			s.fail(s.connError(err, 0))

@@ -42,8 +42,9 @@ func payload(seed uint64, n int) string {
 // with a large request, then the server's call back to the client with
 // one, each a single message that takes several keepalive timeouts to
 // cross, while the other way carries only the small answer and
-// keepalive. At 64 KiB/s the messages are 160 KiB (2.5 s each). Each
-// arrives intact (its digest comes back), the
+// keepalive. At 64 KiB/s the messages are 160 KiB (2.5 s each); at
+// 32 KiB/s, 96 KiB (3 s each), where even one smux frame of 64 KiB takes
+// two timeouts to cross. Each arrives intact (its digest comes back), the
 // transfer takes at least 4 timeouts (or the throttle did not apply),
 // both sessions stay up throughout, and a call after it works.
 func TestSlowLiveLinkKeepsSession(t *testing.T) {
@@ -52,6 +53,7 @@ func TestSlowLiveLinkKeepsSession(t *testing.T) {
 		rate, size int
 	}{
 		{"64KiBps", 64 << 10, 160 << 10},
+		{"32KiBps", 32 << 10, 96 << 10},
 	} {
 		t.Run(link.name, func(t *testing.T) {
 			forEachTransport(t, func(t *testing.T, tr mux.Transport) { slowLink(t, tr, link.rate, link.size) })
