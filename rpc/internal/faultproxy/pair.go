@@ -109,6 +109,11 @@ func (pr *pair) pump(dst int, split Splitter) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err != nil {
+		// The end of the peer's bytes is news too: a silent link holds it
+		// back like them.
+		pr.actionLocked(dst)
+	}
 	pr.reading[src] = false
 	pr.running--
 	if err != nil {

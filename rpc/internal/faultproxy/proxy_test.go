@@ -54,6 +54,7 @@ func newLink(t *testing.T, setup func(*Proxy)) link {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	waitConns(t, p, 1) // the proxy may see the pair a moment after the target does
 	return link{p, c.(*net.TCPConn), s.(*net.TCPConn)}
 }
 
@@ -232,6 +233,31 @@ func TestSilenceHoldsBytesUntilResumed(t *testing.T) {
 	l.client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(l.client, got); err != nil || string(got) != "held back" {
 		t.Fatalf("after resuming: %q, %v", got, err)
+	}
+}
+
+// TestSilenceHoldsTheEnd silences the way to the client and then ends
+// the target's side, with a half-close and then with a reset: while the
+// link is silent, the client sees neither; once it speaks again, it reads
+// the end of file, or the reset.
+func TestSilenceHoldsTheEnd(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(map[bool]string{false: "FIN", true: "RST"}[reset], func(t *testing.T) {
+			l := newLink(t, nil)
+			l.p.Silence(ToClient, true)
+			if reset {
+				l.target.SetLinger(0)
+				l.target.Close()
+			} else {
+				l.target.CloseWrite()
+			}
+			wantNothing(t, l.client, 300*time.Millisecond, "a silent link after the target's end")
+			l.p.Silence(ToClient, false)
+			_, err := readAll(l.client, 5*time.Second)
+			if reset && !errors.Is(err, syscall.ECONNRESET) || !reset && err != nil {
+				t.Fatalf("after resuming: %v", err)
+			}
+		})
 	}
 }
 
