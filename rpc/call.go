@@ -403,7 +403,7 @@ func (cs *clientStream) RecvMsg(m any) error {
 	if err := cs.ctxErr(); err != nil {
 		return cs.finishLocked(err)
 	}
-	kind, payload, err := cs.nextLocked()
+	kind, payload, err := cs.nextLocked(false)
 	if err != nil {
 		return cs.finishLocked(err)
 	}
@@ -415,7 +415,7 @@ func (cs *clientStream) RecvMsg(m any) error {
 	}
 	if !cs.desc.ServerStreams {
 		// One response only: the trailer follows and says how the call ended.
-		kind, _, err := cs.nextLocked()
+		kind, _, err := cs.nextLocked(false)
 		if err == nil && kind == partMessage {
 			err = grpcstatus.Error(codes.Internal, "rpc: more than one response on a call that returns one")
 		}
@@ -432,9 +432,10 @@ func (cs *clientStream) RecvMsg(m any) error {
 }
 
 // nextLocked returns the next message or trailer part, taking the response
-// header on the way. A trailer ends the call: it returns io.EOF or the
-// call's error.
-func (cs *clientStream) nextLocked() (byte, []byte, error) {
+// header on the way, or, with toHeader, returning at it (as
+// partResponseHeader, without its payload). A trailer ends the call: it
+// returns io.EOF or the call's error.
+func (cs *clientStream) nextLocked(toHeader bool) (byte, []byte, error) {
 	if cs.hasPeeked {
 		cs.hasPeeked = false
 		return partMessage, cs.peeked, nil
@@ -455,6 +456,9 @@ func (cs *clientStream) nextLocked() (byte, []byte, error) {
 			}
 			cs.header = md
 			cs.headerDone = true
+			if toHeader {
+				return partResponseHeader, nil, nil
+			}
 			continue
 		case partTrailer:
 			t, err := parseTrailer(payload)
@@ -520,7 +524,7 @@ func (cs *clientStream) readHeaderLocked() {
 		cs.finishLocked(err)
 		return
 	}
-	kind, payload, err := cs.nextLocked()
+	kind, payload, err := cs.nextLocked(true)
 	switch {
 	case err != nil:
 		cs.finishLocked(err)
