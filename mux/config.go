@@ -20,6 +20,8 @@ const (
 	//     noticed by what it sends instead, or by the handshake timeout;
 	//   - every stream starts with smux's fixed 256 KiB send window; a
 	//     smaller StreamWindow applies only after the receiver's first Read.
+	//   - a Write that fails at its deadline may still deliver what smux
+	//     had queued of it, once the connection drains.
 	Smux
 )
 

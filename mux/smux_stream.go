@@ -72,7 +72,12 @@ func (st *Stream) smuxReadStatus() error {
 }
 
 // smuxWrite writes p, one writer at a time, as the native engine does
-// (and as smuxPeerGone relies on).
+// (and as smuxPeerGone relies on). smux may read a buffer after its Write
+// has failed: a Write that ends at its deadline or with the session
+// leaves its frames queued, and smux sends them when it gets to them. So
+// smux never gets the caller's p, which the caller may reuse at once, but
+// a copy in the stream's own buffer, in pieces of at most smuxWriteChunk;
+// a buffer whose Write failed is left to smux and never used again.
 func (st *Stream) smuxWrite(p []byte) (int, error) {
 	st.writeMu.Lock()
 	defer st.writeMu.Unlock()
@@ -82,12 +87,29 @@ func (st *Stream) smuxWrite(p []byte) (int, error) {
 	if st.in && !st.smuxStatusDone.Load() {
 		return st.smuxWriteFirstLocked(p)
 	}
-	n, err := st.sm.Write(p)
-	return n, st.smuxWriteErr(err)
+	sent := 0
+	for len(p) > 0 {
+		k := min(len(p), smuxWriteChunk)
+		if cap(st.smuxWbuf) < k {
+			st.smuxWbuf = make([]byte, k)
+		}
+		n, err := st.sm.Write(st.smuxWbuf[:copy(st.smuxWbuf[:k], p)])
+		sent += n
+		if err != nil {
+			st.smuxWbuf = nil
+			return sent, st.smuxWriteErr(err)
+		}
+		p = p[k:]
+	}
+	return sent, nil
 }
 
+// smuxWriteChunk bounds the copy smuxWrite hands smux at once.
+const smuxWriteChunk = 64 << 10
+
 // smuxWriteFirstLocked writes an accepted stream's first bytes behind its
-// admission status. The caller holds writeMu.
+// admission status, from a buffer of its own that it never reuses (see
+// smuxWrite). The caller holds writeMu.
 func (st *Stream) smuxWriteFirstLocked(p []byte) (int, error) {
 	b := make([]byte, 1+len(p))
 	b[0] = smuxAdmitted
