@@ -175,3 +175,87 @@ func cutMidCall(t *testing.T, tr mux.Transport, mode faultproxy.CutMode, who, ki
 	}
 	return worst
 }
+
+// TestCutMidTransferIsUnavailable cuts the connection, with RST and with
+// FIN, while a bidi call streams 16 KiB messages both ways as fast as it
+// can, made by the client and by the server: the cut falls inside
+// messages, and neither side may take a truncated message or the lost
+// connection for a stream's end. The caller's Recv fails with
+// Unavailable within 2 s of the cut (not io.EOF, not Internal), its Send
+// loop stops, and the handler's context ends.
+func TestCutMidTransferIsUnavailable(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		for _, mode := range []faultproxy.CutMode{faultproxy.RST, faultproxy.FIN} {
+			for _, who := range []string{clientCallsServer, serverCallsClient} {
+				t.Run(mode.String()+"/"+who, func(t *testing.T) { cutMidTransfer(t, tr, mode, who) })
+			}
+		}
+	})
+}
+
+func cutMidTransfer(t *testing.T, tr mux.Transport, mode faultproxy.CutMode, who string) {
+	ctx := testCtx(t, 20*time.Second)
+	ended := make(chan ctxEnd, 1)
+	echo := &funcEcho{bidi: func(s BidiStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error {
+		err := defaultEcho.Bidi(s)
+		select {
+		case <-s.Context().Done():
+			ended <- ctxEnd{at: time.Now(), err: s.Context().Err()}
+		case <-time.After(10 * time.Second):
+			ended <- ctxEnd{at: time.Now()}
+		}
+		return err
+	}}
+	srv := NewServer(muxOpt(tr))
+	srv.RegisterService(&echoDesc, echo)
+	callbacks := NewServer()
+	callbacks.RegisterService(&echoDesc, echo)
+	px := proxyTo(t, serve(t, srv))
+	caller := dial(t, px.Addr(), WithServices(callbacks), muxOpt(tr))
+	if who == serverCallsClient {
+		caller = onlyPeer(t, srv)
+	}
+
+	bs, err := echoClient{caller}.Bidi(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := wrapperspb.String(payload(3, 16<<10))
+	sending := async(func() error {
+		for {
+			if err := bs.Send(msg); err != nil {
+				return err
+			}
+		}
+	})
+	const before = 20 // answers before the cut
+	var cut time.Time
+	for i := 0; ; i++ {
+		m, err := bs.Recv()
+		if err != nil {
+			if i <= before {
+				t.Fatalf("the stream failed after %d answers, before the cut: %v", i, err)
+			}
+			if lag := time.Since(cut); lag > cutBound {
+				t.Errorf("Recv failed %v after the cut", lag)
+			}
+			if status.Code(err) != codes.Unavailable || errors.Is(err, io.EOF) {
+				t.Errorf("Recv after %d answers and the cut: got %v, want Unavailable", i, err)
+			}
+			t.Logf("Recv failed %v after the cut, %d answers in: %v", time.Since(cut), i, err)
+			break
+		}
+		if m.Value != "server:"+msg.Value {
+			t.Fatalf("answer %d is %d bytes, not the echo", i, len(m.Value))
+		}
+		if i == before {
+			cut = time.Now()
+			px.Cut(mode, faultproxy.Both)
+		}
+	}
+	await(t, sending, 5*time.Second, "the Send loop to stop")
+	e := await(t, ended, 5*time.Second, "the handler to return")
+	if lag := e.at.Sub(cut); e.err == nil || lag > cutBound {
+		t.Errorf("the handler's context ended %v after the cut (%v)", lag, e.err)
+	}
+}
