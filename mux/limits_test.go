@@ -9,45 +9,39 @@ import (
 	"time"
 )
 
-// The table of limits in the documentation (RELIABILITY.md, or its draft
-// LIMITS.draft.md) against the code. rpc/limits_test.go checks the rows of
-// the call layer the same way.
+// The table of limits in RELIABILITY.md against the code.
+// rpc/limits_test.go checks the rows of the call layer the same way.
 
 // limitRow is one row of the table of limits.
 type limitRow struct {
 	name, layer, def, option string
 }
 
-// readLimitsTable returns the rows between the table's markers in the
-// first of the documents that has them.
+// readLimitsTable returns the rows between the markers of the table of
+// limits in RELIABILITY.md.
 func readLimitsTable(t *testing.T) []limitRow {
 	t.Helper()
 	const begin, end = "<!-- limits:begin -->", "<!-- limits:end -->"
-	for _, path := range []string{"../RELIABILITY.md", "../LIMITS.draft.md"} {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			continue
+	doc, err := os.ReadFile("../RELIABILITY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), begin)
+	table, _, ok2 := strings.Cut(rest, end)
+	if !ok || !ok2 {
+		t.Fatal("RELIABILITY.md has no table of limits between its markers")
+	}
+	var rows []limitRow
+	for _, line := range strings.Split(table, "\n") {
+		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
 		}
-		_, rest, ok := strings.Cut(string(b), begin)
-		table, _, ok2 := strings.Cut(rest, end)
-		if !ok || !ok2 {
-			continue
-		}
-		var rows []limitRow
-		for _, line := range strings.Split(table, "\n") {
-			cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
-			if len(cells) < 6 || strings.HasPrefix(strings.TrimSpace(cells[0]), "---") || strings.TrimSpace(cells[0]) == "Limit" {
-				continue
-			}
-			for i := range cells {
-				cells[i] = strings.TrimSpace(cells[i])
-			}
+		if len(cells) >= 6 && cells[0] != "Limit" && !strings.HasPrefix(cells[0], "---") {
 			rows = append(rows, limitRow{cells[0], cells[1], cells[2], cells[3]})
 		}
-		return rows
 	}
-	t.Fatal("no table of limits between its markers in RELIABILITY.md or LIMITS.draft.md")
-	return nil
+	return rows
 }
 
 // limitValue parses a Default cell: the value up to its first "(" or
