@@ -340,3 +340,61 @@ func TestFreedSlotReusedAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerEndWhileCloseQueuesFreesSlot has the server answer a stream and
+// END it, then Close it while its send path is busy (the test holds it),
+// so that Close has ended the stream's directions but not yet queued its
+// RESET. The peer, which has read the server's END, ends its own
+// direction, which finishes the stream for it, and opens its next stream
+// within the limit of one. The server must forget the finished stream on
+// the peer's END, as the peer did, and take the new stream, not refuse it.
+func TestPeerEndWhileCloseQueuesFreesSlot(t *testing.T) {
+	p, s := rawClientOf(t, &Config{MaxIncomingStreams: 1})
+	ctx := testCtx(t, 10*time.Second)
+	p.send(openFrame(1, TypeDefault, []byte("request"), false))
+	st, err := s.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteLast([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	p.until("the answer's END", func(h frameHeader, _ []byte) bool {
+		return h.typ == frameData && h.streamID == 1 && h.flags&flagEnd != 0
+	})
+
+	s.wmu.Lock() // a busy send path: Close cannot queue its RESET yet
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		st.Close()
+	}()
+	waitFor(t, "Close to end the stream's directions", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.closed
+	})
+	// For the peer, its END finishes stream 1: it may open stream 3.
+	p.send(dataFrame(1, nil, true), openFrame(3, TypeDefault, []byte("next"), true))
+	waitFor(t, "the server to read stream 3's opening", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.lastPeerID == 3
+	})
+	s.wmu.Unlock()
+	<-closed
+
+	for _, f := range p.pingPong(1) {
+		if f.typ == frameReset && f.streamID == 3 {
+			t.Fatalf("stream 3 reset with code %#x: the server still counted stream 1, which the peer had finished", binary.BigEndian.Uint32(f.payload))
+		}
+	}
+	next, err := s.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if next.ID() != 3 {
+		t.Fatalf("accepted stream %d, want 3", next.ID())
+	}
+}

@@ -15,7 +15,15 @@ import (
 func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
 	st.mu.Lock()
 	if st.recv != halfOpen || st.closed {
+		// The peer's END may finish a stream whose Close is still under
+		// way: the peer has forgotten it, so must this side, now (see
+		// endLocked), or the peer's next stream could be refused.
+		var a afterEnd
+		if end {
+			a = st.endLocked(change{recv: halfEnded, by: byPeer})
+		}
 		st.mu.Unlock()
+		a.do()
 		_, err := br.Discard(n)
 		return err
 	}
