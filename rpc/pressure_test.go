@@ -109,20 +109,27 @@ func (v *victim) once() time.Duration {
 	return d
 }
 
-// during runs attack, and the victims' calls one after another while it
-// runs, at least minCalls of each, and returns each victim's latencies.
+// during runs attack on the test's goroutine, and the victims' calls one
+// after another meanwhile, at least minCalls of each, and returns each
+// victim's latencies. attack may fail the test with Fatal.
 func during(attack func(), minCalls int, victims ...*victim) []latencies {
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		attack()
-	}()
 	out := make([]latencies, len(victims))
 	var wg sync.WaitGroup
 	for i, v := range victims {
 		wg.Go(func() { out[i] = v.until(done, minCalls) })
 	}
-	wg.Wait()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			close(done)
+			wg.Wait()
+		}
+	}
+	defer stop()
+	attack()
+	stop()
 	return out
 }
 
