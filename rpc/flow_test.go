@@ -1,10 +1,13 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,6 +185,144 @@ func TestSlowHandlerBlocksCaller(t *testing.T) {
 		}
 		if out.Value != fmt.Sprint(flowTotal) {
 			t.Fatalf("the handler read %s requests, want %d", out.Value, flowTotal)
+		}
+	})
+}
+
+// slowConsumer is one way a receiver can stop reading a call's stream.
+type slowConsumer struct {
+	name         string
+	callback     bool // the server calls the client's services
+	serverStream bool // the callee sends to a caller that does not read; else the caller to a callee that does not read
+}
+
+var slowConsumers = []slowConsumer{
+	{"server stream to a caller that does not read", false, true},
+	{"client stream to a handler that does not read", false, false},
+	{"callback server stream to a server that does not read", true, true},
+	{"callback client stream to a client handler that does not read", true, false},
+}
+
+// TestSlowConsumersHoldAWindowEachAndDelayNoOtherCall stalls 32 calls at
+// once on one session, in each direction a stream can flow (a server
+// stream whose caller does not read, a client stream whose handler does
+// not read, and both again with the server calling the client's
+// services), with a stream window of 64 KiB: every sender ends up blocked
+// in Send, having sent no more than a window's worth (on smux, its first
+// window of 256 KiB, see TestSlowConsumerBlocksSender); the live heap
+// held stays within two windows per stalled call plus 4 MiB, the heap in
+// use within twice that; and unary
+// calls in the same direction, on the same session, keep their
+// latency within 10 times the undisturbed figure (or the floors of
+// pressure_test.go). Once the stalled calls are cancelled, every sender
+// returns.
+func TestSlowConsumersHoldAWindowEachAndDelayNoOtherCall(t *testing.T) {
+	const stalled = 32
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		for _, sc := range slowConsumers {
+			t.Run(sc.name, func(t *testing.T) {
+				window := flowWindow
+				if tr == mux.Smux {
+					window = smuxFirstWindow
+				}
+				var sent [stalled]atomic.Int64
+				var total, inSend atomic.Int64
+				send := func(i int, f func(*wrapperspb.StringValue) error) error {
+					for n := 0; ; n++ {
+						inSend.Add(1)
+						err := f(flowMsg(n))
+						inSend.Add(-1)
+						if err != nil {
+							return err
+						}
+						sent[i].Add(1)
+						total.Add(1)
+					}
+				}
+				stalling := &funcEcho{
+					serverStream: func(in *wrapperspb.StringValue, s ServerStreamingServer[wrapperspb.StringValue]) error {
+						i, err := strconv.Atoi(in.Value)
+						if err != nil {
+							return err
+						}
+						return send(i, s.Send)
+					},
+					clientStream: func(s ClientStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error {
+						if _, err := s.Recv(); err != nil {
+							return err
+						}
+						<-s.Context().Done()
+						return s.Context().Err()
+					},
+				}
+				cfg := MuxConfig(&mux.Config{Transport: tr, StreamWindow: flowWindow})
+				srv, callbacks := NewServer(cfg), NewServer(cfg)
+				if sc.callback {
+					srv.RegisterService(&echoDesc, defaultEcho)
+					callbacks.RegisterService(&echoDesc, stalling)
+				} else {
+					srv.RegisterService(&echoDesc, stalling)
+					callbacks.RegisterService(&echoDesc, defaultEcho)
+				}
+				caller := dial(t, serve(t, srv), cfg, WithServices(callbacks))
+				if sc.callback {
+					caller = onlyPeer(t, srv)
+				}
+				v := echoVictim(t, caller, 200)
+				u := sampleUsage()
+
+				ctx, cancel := context.WithCancel(testCtx(t, 60*time.Second))
+				defer cancel()
+				var senders sync.WaitGroup
+				for i := range stalled {
+					if sc.serverStream {
+						// The stream is never read: the handler's Sends fill it.
+						if _, err := (echoClient{caller}).ServerStream(ctx, wrapperspb.String(strconv.Itoa(i))); err != nil {
+							t.Fatal(err)
+						}
+						continue
+					}
+					s, err := echoClient{caller}.ClientStream(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					senders.Go(func() { send(i, s.Send) })
+				}
+				n := settled(t, &total)
+				var held int64
+				attacked := during(func() {
+					time.Sleep(500 * time.Millisecond)
+					held = liveHeapNow() - u.baseLive
+					time.Sleep(500 * time.Millisecond)
+				}, 100, v)
+				most := int64(0)
+				for i := range sent {
+					most = max(most, sent[i].Load())
+				}
+				t.Logf("%d stalled calls sent %d messages of %d bytes, at most %d on one (window %d bytes), and hold %.1f MiB of live heap",
+					stalled, n, flowMsgSize, most, window, mib(held))
+				// Live: what the receivers buffer, a window per call, twice
+				// over for the growth of buffers (smux keeps each frame in a
+				// buffer of the next power of two); in use: garbage too.
+				liveBound := int64(stalled)*2*int64(window) + 4<<20
+				u.check(t, "stalled calls", 2*stalled+48, 2*liveBound)
+				v.check(attacked[0])
+				if limit := int64(window/flowMsgSize + flowSlack); most > limit {
+					t.Errorf("a sender sent %d messages to a receiver that does not read; a %d-byte window allows %d", most, window, limit)
+				}
+				if held > liveBound {
+					t.Errorf("the stalled calls hold %.1f MiB of live heap, bound %.1f MiB", mib(held), mib(liveBound))
+				}
+				if b := inSend.Load(); b != stalled {
+					t.Errorf("%d of %d senders are blocked in Send", b, stalled)
+				}
+				if total.Load() != n {
+					t.Errorf("the senders went on sending while the victim called: %d messages, then %d", n, total.Load())
+				}
+				cancel()
+				senders.Wait()
+				eventually(t, 10*time.Second, "the stalled senders to return", func() bool { return inSend.Load() == 0 })
+			})
 		}
 	})
 }

@@ -181,11 +181,22 @@ type usage struct {
 }
 
 // sampleUsage takes the baseline and samples every 10 ms until stopped.
+// The baseline waits, a second at most, for the heap to stop shrinking:
+// what an earlier test tore down may still be on its way out.
 func sampleUsage() *usage {
 	u := &usage{stop: make(chan struct{})}
-	runtime.GC()
 	var ms runtime.MemStats
+	runtime.GC()
 	runtime.ReadMemStats(&ms)
+	for range 20 {
+		time.Sleep(50 * time.Millisecond)
+		prev := ms.HeapAlloc
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		if ms.HeapAlloc+256<<10 > prev {
+			break
+		}
+	}
 	u.baseGoroutines, u.baseHeap, u.baseLive = runtime.NumGoroutine(), ms.HeapInuse, int64(ms.HeapAlloc)
 	u.sample()
 	u.wg.Add(1)
