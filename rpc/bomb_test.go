@@ -20,37 +20,54 @@ import (
 
 // Bombs: headers, metadata, trailers and status details as large, or of
 // as many entries, as the receiver's MaxHeaderListSize (1 MiB by default)
-// lets through, and past it; sent by a caller to a Server, and by a
-// hostile callee to its caller. What a receiver spends on a part is
-// bounded by the part's size, but not by it alone: each metadata entry
-// costs a map entry, a slice and a string, so a part of tiny entries is
-// the worst case per byte. The tests measure that worst case and bound
-// it per call in flight.
+// and its bound of 4096 metadata entries let through, and past them; sent
+// by a caller to a Server, and by a hostile callee to its caller. What a
+// receiver spends on a part is bounded by the part's size, but not by it
+// alone: each metadata entry costs a map entry, a slice and a string. The
+// bound on entries caps that: before it, a megabyte of tiny entries
+// (~100 000 of them) cost ~18 bytes allocated per byte of the part; now
+// such a part is refused at its 4097th entry, and the costliest part a
+// receiver accepts, 4096 entries filling the size, costs ~6. The tests
+// bound that worst case per call in flight.
 //
 // Two bombs are in flight at a time, no more than the machine's cores:
-// decoding a megabyte of tiny entries is work for a core (~0.1 s under
-// -race) and ~18 MiB of garbage, and with more of them than cores the
-// victim waits for the scheduler and the collector, not for this code
-// (8 in flight took its p90 to ~100 ms under -race, 200 times the
-// undisturbed figure, though its p50 stayed put).
+// decoding a megabyte of metadata is work for a core under -race, and
+// with more of them than cores the victim waits for the scheduler and
+// the collector, not for this code (8 in flight took its p90 to ~100 ms
+// under -race, 200 times the undisturbed figure, though its p50 stayed
+// put).
 
 // headerBombFactor bounds the heap a call in flight may use per byte of
 // its header or trailer: the part's buffer, the metadata decoded from it,
-// and the garbage of decoding it. Measured on 1 MiB of tiny entries: ~14
-// bytes allocated and ~8 kept per byte (a metadata entry of a 5-byte key
-// and an empty value is 11 bytes on the wire, and ~100 bytes in a map).
-const headerBombFactor = 24
+// and the garbage of decoding it. Measured on 1 MiB parts: 4-6 bytes
+// allocated per byte, for every bomb the receiver accepts or refuses.
+const headerBombFactor = 12
 
 // appendBombEntries appends metadata entries of field until the part
-// begun at start holds size bytes of payload, give or take an entry:
-// distinct keys with empty values, or one key repeated.
-func appendBombEntries(b []byte, start int, field protowire.Number, size int, distinct bool) []byte {
-	for i := 0; len(b)-start-partPrefixLen < size-16; i++ {
+// begun at start holds size bytes of payload, give or take an entry, or
+// holds n entries: distinct keys with empty values, or one key repeated.
+func appendBombEntries(b []byte, start int, field protowire.Number, size, n int, distinct bool) []byte {
+	for i := 0; i < n && len(b)-start-partPrefixLen < size-16; i++ {
 		k := "k"
 		if distinct {
 			k = fmt.Sprintf("%x", i)
 		}
 		b = appendEntries(b, field, k, "")
+	}
+	return b
+}
+
+// appendFullEntries appends n entries of field, of distinct keys, whose
+// values fill the part begun at start to about size bytes. With n =
+// maxMetadataEntries that is the most entries a part may hold, and the
+// costliest part of them a receiver accepts.
+func appendFullEntries(b []byte, start int, field protowire.Number, size, n int) []byte {
+	value := strings.Repeat("v", size/n-16) // 16: the key, tags and lengths
+	for i := range n {
+		b = appendEntries(b, field, fmt.Sprintf("%x", i), value)
+	}
+	if len(b)-start-partPrefixLen > size {
+		panic("appendFullEntries: the entries overflow the size")
 	}
 	return b
 }
@@ -75,28 +92,32 @@ func callHeaderBombs(limit int) []headerBomb {
 	b, start := begin()
 	huge := call(appendEntries(b, fieldCallMetadata, "big", strings.Repeat("v", limit-64)), start)
 	b, start = begin()
-	distinct := call(appendBombEntries(b, start, fieldCallMetadata, limit, true), start)
+	full := call(appendFullEntries(b, start, fieldCallMetadata, limit, maxMetadataEntries), start)
 	b, start = begin()
-	same := call(appendBombEntries(b, start, fieldCallMetadata, limit, false), start)
+	distinct := call(appendBombEntries(b, start, fieldCallMetadata, limit, limit, true), start)
 	b, start = begin()
-	over := call(appendBombEntries(b, start, fieldCallMetadata, limit+64, true), start)
+	same := call(appendBombEntries(b, start, fieldCallMetadata, limit, limit, false), start)
 	b, start = begin()
-	b = appendBombEntries(b, start, fieldCallMetadata, limit-64, true)
+	over := call(appendBombEntries(b, start, fieldCallMetadata, limit+64, limit, true), start)
+	b, start = begin()
+	b = appendFullEntries(b, start, fieldCallMetadata, limit-64, maxMetadataEntries-1)
 	invalid := call(appendEntries(b, fieldCallMetadata, "Not A Key", ""), start)
 	return []headerBomb{
 		{"one value of the whole size", codes.OK, huge},
-		{"distinct keys, tiny entries", codes.OK, distinct},
-		{"one key, as many values", codes.OK, same},
-		{"tiny entries past the limit", codes.ResourceExhausted, over},
-		{"tiny entries, the last one invalid", codes.InvalidArgument, invalid},
+		{"the most entries, filling the size", codes.OK, full},
+		{"distinct keys, tiny entries past the entry limit", codes.ResourceExhausted, distinct},
+		{"one key, values past the entry limit", codes.ResourceExhausted, same},
+		{"tiny entries past the size limit", codes.ResourceExhausted, over},
+		{"the most entries, the last one invalid", codes.InvalidArgument, invalid},
 	}
 }
 
 // TestCallHeaderBombsCostBoundedAndDelayNoHonestPeer sends a Server, on
 // each transport, calls whose call header fills its MaxHeaderListSize of
-// 1 MiB in the costliest ways (one huge value; ~100 000 tiny entries of
-// distinct keys, or of one key), or overflows it, or ends in an invalid
-// entry, 2 at a time (MaxConcurrentCalls): each is served (OK), or
+// 1 MiB in the costliest ways (one huge value; 4096 entries filling it),
+// or overflows it, or holds more than 4096 entries (~100 000 tiny ones,
+// of distinct keys or of one key), or ends in an invalid entry, 2 at a
+// time (MaxConcurrentCalls): each is served (OK), or
 // answered ResourceExhausted or InvalidArgument; the server's heap stays
 // within headerBombFactor times the limit per call in flight, plus 16
 // MiB; and a victim's latency within 10x.
@@ -178,10 +199,16 @@ func responseBombs(limit int) []responseBomb {
 	okTrailer := appendEmptyPart(nil, partTrailer)
 
 	b, start := beginPart(nil, partResponseHeader)
-	header := rawParts(endPart(appendBombEntries(b, start, fieldHeaderMetadata, limit, true), start), msg, okTrailer)
+	header := rawParts(endPart(appendFullEntries(b, start, fieldHeaderMetadata, limit, maxMetadataEntries), start), msg, okTrailer)
+
+	b, start = beginPart(nil, partResponseHeader)
+	headerTiny := rawParts(endPart(appendBombEntries(b, start, fieldHeaderMetadata, limit, limit, true), start), msg, okTrailer)
 
 	b, start = beginPart(nil, partTrailer)
-	trailerMD := rawParts(msg, endPart(appendBombEntries(b, start, fieldTrailerMetadata, limit, true), start))
+	trailerMD := rawParts(msg, endPart(appendFullEntries(b, start, fieldTrailerMetadata, limit, maxMetadataEntries), start))
+
+	b, start = beginPart(nil, partTrailer)
+	trailerTiny := rawParts(msg, endPart(appendBombEntries(b, start, fieldTrailerMetadata, limit, limit, true), start))
 
 	b, start = beginPart(nil, partTrailer)
 	b = protowire.AppendTag(b, fieldTrailerCode, protowire.VarintType)
@@ -201,11 +228,13 @@ func responseBombs(limit int) []responseBomb {
 	message := endPart(protowire.AppendString(b, strings.Repeat("m", limit-64)), start)
 
 	b, start = beginPart(nil, partTrailer)
-	over := rawParts(msg, endPart(appendBombEntries(b, start, fieldTrailerMetadata, limit+64, true), start))
+	over := rawParts(msg, endPart(appendBombEntries(b, start, fieldTrailerMetadata, limit+64, limit, true), start))
 
 	return []responseBomb{
-		{"response header of tiny entries", codes.OK, header, 0, 0},
-		{"trailer metadata of tiny entries", codes.OK, trailerMD, 0, 0},
+		{"response header of the most entries, filling the size", codes.OK, header, 0, 0},
+		{"response header of tiny entries past the entry limit", codes.ResourceExhausted, headerTiny, 0, 0},
+		{"trailer metadata of the most entries, filling the size", codes.OK, trailerMD, 0, 0},
+		{"trailer metadata of tiny entries past the entry limit", codes.ResourceExhausted, trailerTiny, 0, 0},
 		{"64 status details of the whole size", codes.Aborted, details, maxStatusDetails, 0},
 		{"status message of the whole size", codes.Aborted, message, 0, limit - 64},
 		{"trailer of tiny entries past the limit", codes.ResourceExhausted, over, 0, 0},
@@ -215,8 +244,8 @@ func responseBombs(limit int) []responseBomb {
 // TestResponseBombsCostTheCallerBounded has a hostile callee answer, on
 // each transport, every call with a response header or trailer that
 // fills the caller's MaxHeaderListSize of 1 MiB in the costliest ways
-// (tiny metadata entries, 64 status details, one huge status message) or
-// overflows it, to 2 calls at a time: each call gets the callee's status
+// (4096 metadata entries, 64 status details, one huge status message),
+// or overflows it, or holds ~100 000 tiny entries, to 2 calls at a time: each call gets the callee's status
 // (what overflows, ResourceExhausted) with its metadata or details, the
 // caller's heap stays within headerBombFactor times the limit per call in
 // flight plus 16 MiB, and the same process's calls to an honest server
