@@ -362,3 +362,66 @@ func TestGoAwayExcludesOnlyNewlyExcludedStreams(t *testing.T) {
 		delete(c.streams, id)
 	}
 }
+
+// TestUnsentStreamFailsWholeWhenItCanNoLongerBeSent opens a stream and
+// writes nothing on it until the peer's GoAway has arrived, or the
+// session has ended: its first Write fails retry-safe, and so does a Read
+// at once, instead of waiting for a peer that will never hear of the
+// stream; the stream gives back its slot, so that Close does not wait
+// CloseTimeout for it.
+func TestUnsentStreamFailsWholeWhenItCanNoLongerBeSent(t *testing.T) {
+	for _, how := range []string{"GoAway", "session ended"} {
+		t.Run(how, func(t *testing.T) {
+			c, s := pair(t, &Config{CloseTimeout: 10 * time.Second}, nil)
+			ctx := testCtx(t, 20*time.Second)
+			st, err := c.Open(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if how == "GoAway" {
+				if err := s.GoAway(GoAwayNormal, nil); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "the GoAway to arrive", func() bool {
+					c.mu.Lock()
+					defer c.mu.Unlock()
+					return c.goAwayRecv != nil
+				})
+			} else {
+				s.Kill()
+				select {
+				case <-c.Done():
+				case <-time.After(5 * time.Second):
+					t.Fatal("the client's session did not end")
+				}
+			}
+			if _, err := st.Write([]byte("late")); !IsRetrySafe(err) {
+				t.Fatalf("Write: got %v, want a retry-safe error", err)
+			}
+			read := make(chan error, 1)
+			go func() {
+				_, err := st.Read(make([]byte, 1))
+				read <- err
+			}()
+			select {
+			case err := <-read:
+				if !IsRetrySafe(err) {
+					t.Fatalf("Read: got %v, want a retry-safe error", err)
+				}
+			case <-time.After(3 * time.Second):
+				st.Close() // lets the Read return
+				<-read
+				t.Fatal("Read waited for a stream the peer will never hear of")
+			}
+			if n := c.NumStreams(); n != 0 {
+				t.Errorf("the session still counts %d streams", n)
+			}
+			began := time.Now()
+			c.Close()
+			if took := time.Since(began); took > 3*time.Second {
+				t.Errorf("Close took %v, waiting for the unsent stream", took)
+			}
+		})
+	}
+}

@@ -139,6 +139,16 @@ func (st *Stream) failBy(err error) {
 	st.end(change{send: halfFailed, sendErr: err, recv: halfFailed, recvErr: err, by: byPeer})
 }
 
+// neverSent fails both directions of an outgoing stream whose first frame
+// can no longer be sent, the peer's GoAway or the session's end having
+// come first, with err, which says that the peer never processed it: a
+// Read then returns err instead of waiting for a peer that will never
+// hear of the stream, and the stream gives back its slot. It returns err.
+func (st *Stream) neverSent(err error) error {
+	st.end(change{send: halfFailed, sendErr: err, recv: halfFailed, recvErr: err, by: bySession})
+	return err
+}
+
 // resetLocally resets the stream for a fault of the peer's, telling it.
 func (st *Stream) resetLocally(code uint32) {
 	err := &ResetError{Code: code}

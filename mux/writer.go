@@ -46,7 +46,7 @@ func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 	if err := s.sendErrLocked(); err != nil {
 		s.wmu.Unlock()
 		if st.id.Load() == 0 {
-			return refusedBy(err)
+			return st.neverSent(refusedBy(err))
 		}
 		return err
 	}
@@ -64,7 +64,7 @@ func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 		id, err := s.register(st)
 		if err != nil {
 			s.wmu.Unlock()
-			return err
+			return st.neverSent(err)
 		}
 		h.streamID = id
 		st.opened.Store(true) // from here on the peer may process it

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,6 +160,64 @@ func TestGoAwayRefusesNewCalls(t *testing.T) {
 		}
 		if client.Err() != nil {
 			t.Fatalf("the session ended: %v", client.Err())
+		}
+	})
+}
+
+// TestServerStreamOpenedBeforeTheEndFailsAtOnce begins a
+// server-streaming call, whose request waits to go out with its end, and
+// only then has the server send a GoAway, or vanish. Once the client
+// knows, the request goes out no more and the call's Recv fails at once
+// with Unavailable, having run no handler, where it used to wait forever
+// for the answer to a call the server never heard of; on the native
+// transport the failure is retry-safe (on smux the stream's opening went
+// out with NewStream, and a vanished peer leaves its fate unknown).
+func TestServerStreamOpenedBeforeTheEndFailsAtOnce(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		for _, how := range []string{"GoAway", "server vanished"} {
+			if how == "GoAway" && tr == mux.Smux {
+				continue // smux has no GoAway
+			}
+			t.Run(how, func(t *testing.T) {
+				ctx := testCtx(t, 20*time.Second)
+				var runs atomic.Int32
+				srv := NewServer(muxOpt(tr))
+				srv.RegisterService(&echoDesc, &funcEcho{serverStream: func(in *wrapperspb.StringValue, s ServerStreamingServer[wrapperspb.StringValue]) error {
+					runs.Add(1)
+					return s.Send(in)
+				}})
+				var client *Peer
+				endAfterOpening := func(ctx context.Context, desc *StreamDesc, cc ClientConnInterface, method string, streamer Streamer, opts ...CallOption) (ClientStream, error) {
+					cs, err := streamer(ctx, desc, cc, method, opts...)
+					if err != nil {
+						return nil, err
+					}
+					if how == "GoAway" {
+						onlyPeer(t, srv).Session().GoAway(mux.GoAwayNormal, nil)
+						wantRetrySafe(t, firstFailure(t, ctx, client))
+					} else {
+						srv.Stop()
+						await(t, client.Done(), 5*time.Second, "the client's session to end")
+					}
+					return cs, nil
+				}
+				client = dial(t, serve(t, srv), muxOpt(tr), ChainStreamClient(endAfterOpening))
+				err := await(t, async(func() error {
+					s, err := echoClient{client}.ServerStream(ctx, wrapperspb.String("late"))
+					if err == nil {
+						_, err = s.Recv()
+					}
+					return err
+				}), 5*time.Second, "the call to fail")
+				if tr == mux.Native {
+					wantRetrySafe(t, err)
+				} else if status.Code(err) != codes.Unavailable {
+					t.Fatalf("got %v, want Unavailable", err)
+				}
+				if n := runs.Load(); n != 0 {
+					t.Fatalf("the handler ran %d times", n)
+				}
+			})
 		}
 	})
 }
