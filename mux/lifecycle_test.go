@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -218,5 +219,35 @@ func TestWindowUpdateForForgottenStreamIgnored(t *testing.T) {
 	p.pingPong(1)
 	if err := s.Err(); err != nil {
 		t.Fatalf("session ended: %v", err)
+	}
+}
+
+// TestWhatArrivedStaysReadableAfterTheSessionEnds has the peer write
+// 200 KiB on a stream and vanish before any of it is read: every byte
+// that arrived is read back, in order, before the session's end is
+// reported. On smux a Read used to return its bytes together with the
+// error of the window update it could no longer send, so that a reader
+// (io.ReadAll, rpc's part reader) stopped there and lost the rest.
+func TestWhatArrivedStaysReadableAfterTheSessionEnds(t *testing.T) {
+	data := bytes.Repeat([]byte("abcdefghijklmnopqrstuvwxyz012345"), 200<<10/32)
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			c, s := pair(t, withTransport(nil, tr), withTransport(nil, tr))
+			ctx := testCtx(t, 10*time.Second)
+			st, peer := openAccepted(t, ctx, c, s, []byte("x"))
+			if _, err := peer.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			s.Kill()
+			waitDone(t, c, 5*time.Second)
+			st.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(st)
+			if !bytes.Equal(got, data) {
+				t.Fatalf("read %d of the %d bytes that arrived, then %v", len(got), len(data), err)
+			}
+			if err == nil {
+				t.Fatal("the stream of a session that ended read as ended in order")
+			}
+		})
 	}
 }

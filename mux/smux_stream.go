@@ -46,6 +46,12 @@ func (st *Stream) smuxRead(p []byte) (int, error) {
 		}
 	}
 	n, err := st.sm.Read(p)
+	if n > 0 {
+		// smux returns what it read with the error of the window update
+		// it sends after: the end of the session, say, while more is
+		// buffered. The next Read reports it once the rest is read.
+		return n, nil
+	}
 	return n, st.smuxErr(err)
 }
 
