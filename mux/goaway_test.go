@@ -425,3 +425,63 @@ func TestUnsentStreamFailsWholeWhenItCanNoLongerBeSent(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseDeliversTheLastWriteOfAStreamInFlight closes the session of a
+// handler that has yet to write its stream's answer, 1 MiB (four of the
+// peer's windows), with WriteLast: Close waits for the answer to leave,
+// and the peer reads all of it, on smux too, where WriteLast frees the
+// stream's slot before its bytes go out.
+func TestCloseDeliversTheLastWriteOfAStreamInFlight(t *testing.T) {
+	const typ StreamType = 7
+	answer := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			c, s := pair(t, withTransport(nil, tr), withTransport(&Config{CloseTimeout: 10 * time.Second}, tr))
+			ctx := testCtx(t, 20*time.Second)
+			release, served := make(chan struct{}), make(chan error, 1)
+			s.HandleType(typ, func(st *Stream) {
+				defer st.Close()
+				if _, err := io.ReadFull(st, make([]byte, 4)); err != nil {
+					served <- err
+					return
+				}
+				<-release
+				_, err := st.WriteLast(answer)
+				served <- err
+			})
+			st, err := c.OpenType(ctx, typ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			st.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := st.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the server to take the stream", func() bool { return s.NumStreams() == 1 })
+			closed := make(chan struct{})
+			go func() {
+				s.Close()
+				close(closed)
+			}()
+			select {
+			case <-closed:
+				t.Fatal("Close returned with a stream in flight")
+			case <-time.After(200 * time.Millisecond):
+			}
+			close(release)
+			got, err := io.ReadAll(st)
+			if !bytes.Equal(got, answer) {
+				t.Errorf("the peer read %d of the answer's %d bytes (%v)", len(got), len(answer), err)
+			}
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close did not return")
+			}
+			if err := <-served; err != nil {
+				t.Errorf("the handler's WriteLast: %v", err)
+			}
+		})
+	}
+}

@@ -71,6 +71,7 @@ type Session struct {
 	numHeld     int                          // the peer's streams the application has: accepted, or their handler runs
 	numLive     int                          // the peer's streams not yet forgotten, or still queued or held
 	slotWaiters []*slotWaiter                // OpenType calls waiting for a slot, in order
+	lastWrites  int                          // smux: WriteLasts under way on the peer's streams, forgotten before their bytes leave
 	drained     chan struct{}                // closed when the last stream ends, if Close waits
 	pending     []*Stream                    // incoming streams not yet accepted or handled, in order of arrival
 	acceptors   map[StreamType]chan struct{} // per accepted type: a token while pending may hold one
@@ -362,7 +363,7 @@ func (s *Session) closeWith(final error, debug []byte) {
 	s.closing = true
 	s.wakeSlotWaitersLocked()
 	var drained chan struct{}
-	if s.numIn+s.numOut > 0 && s.err == nil {
+	if s.numIn+s.numOut+s.lastWrites > 0 && s.err == nil {
 		drained = make(chan struct{})
 		s.drained = drained
 	}
@@ -532,9 +533,10 @@ func (s *Session) forget(st *Stream) {
 	s.checkDrainedLocked()
 }
 
-// checkDrainedLocked wakes Close when the last stream has ended.
+// checkDrainedLocked wakes Close when the last stream has ended and the
+// last bytes of the peer's streams on smux have left.
 func (s *Session) checkDrainedLocked() {
-	if s.numIn+s.numOut == 0 && s.drained != nil {
+	if s.numIn+s.numOut+s.lastWrites == 0 && s.drained != nil {
 		close(s.drained)
 		s.drained = nil
 	}

@@ -209,3 +209,20 @@ func (b byteReader) ReadByte() (byte, error) {
 	_, err := io.ReadFull(b.r, one[:])
 	return one[0], err
 }
+
+// smuxWriteLastIn is WriteLast on a stream the peer opened: the stream is
+// forgotten, freeing its slot, before p is written, and a Close meanwhile
+// waits for p to leave as for a stream in flight.
+func (st *Stream) smuxWriteLastIn(p []byte) (int, error) {
+	s := st.sess
+	s.mu.Lock()
+	s.lastWrites++
+	s.mu.Unlock()
+	s.forget(st)
+	n, err := st.smuxWrite(p)
+	s.mu.Lock()
+	s.lastWrites--
+	s.checkDrainedLocked()
+	s.mu.Unlock()
+	return n, err
+}

@@ -233,7 +233,7 @@ func (st *Stream) CloseWrite() error {
 func (st *Stream) WriteLast(p []byte) (int, error) {
 	if st.sm != nil {
 		if st.in {
-			st.sess.forget(st)
+			return st.smuxWriteLastIn(p)
 		}
 		return st.smuxWrite(p)
 	}
