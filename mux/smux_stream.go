@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/xtaci/smux"
@@ -93,25 +94,36 @@ func (st *Stream) smuxWrite(p []byte) (int, error) {
 	if st.in && !st.smuxStatusDone.Load() {
 		return st.smuxWriteFirstLocked(p)
 	}
-	sent := 0
-	for len(p) > 0 {
-		k := min(len(p), smuxWriteChunk)
-		if cap(st.smuxWbuf) < k {
-			st.smuxWbuf = make([]byte, k)
-		}
-		n, err := st.sm.Write(st.smuxWbuf[:copy(st.smuxWbuf[:k], p)])
-		sent += n
-		if err != nil {
-			st.smuxWbuf = nil
-			return sent, st.smuxWriteErr(err)
-		}
-		p = p[k:]
-	}
-	return sent, nil
+	n, err := st.smuxWriteCopy(p)
+	return n, st.smuxWriteErr(err)
 }
 
-// smuxWriteChunk bounds the copy smuxWrite hands smux at once.
-const smuxWriteChunk = 64 << 10
+// smuxChunk is the most bytes one smux Write is given at a time.
+const smuxChunk = 64 << 10
+
+// smuxChunks holds buffers of smuxChunk bytes for smuxWriteCopy.
+var smuxChunks = sync.Pool{New: func() any { b := make([]byte, smuxChunk); return &b }}
+
+// smuxWriteCopy writes p through smux in copies of up to smuxChunk bytes.
+// A smux Write that gives up (at a deadline, or as the session ends)
+// leaves its frame queued, and smux may read the frame's bytes after it
+// returned: so smux never gets the caller's buffer, which the caller may
+// reuse at once, and a copy that smux may still read is not pooled again.
+func (st *Stream) smuxWriteCopy(p []byte) (int, error) {
+	bp := smuxChunks.Get().(*[]byte)
+	written := 0
+	for len(p) > 0 {
+		b := (*bp)[:copy(*bp, p)]
+		n, err := st.sm.Write(b)
+		written += n
+		if err != nil {
+			return written, err // *bp is left to the collector
+		}
+		p = p[len(b):]
+	}
+	smuxChunks.Put(bp)
+	return written, nil
+}
 
 // smuxWriteFirstLocked writes an accepted stream's first bytes behind its
 // admission status, from a buffer of its own that it never reuses (see

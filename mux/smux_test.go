@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -366,5 +368,102 @@ func TestSmuxWriteOnARefusedStreamIsRetrySafe(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		c.Kill() // ends the Write
 		t.Fatal("Write on a refused stream still blocks")
+	}
+}
+
+// stallConn is a connection whose writes wait, once stalled, until it is
+// released; it counts the writes waiting.
+type stallConn struct {
+	net.Conn
+	stalled atomic.Bool
+	waiting atomic.Int32
+	release chan struct{}
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if c.stalled.Load() {
+		c.waiting.Add(1)
+		<-c.release
+	}
+	return c.Conn.Write(p)
+}
+
+// TestWriteThatTimedOutNeverSendsItsBufferLater stalls the connection
+// under one stream's write, so that a second stream's write, with a
+// deadline, gives up while its bytes still wait to be sent (on smux; the
+// native engine queues a copy and returns at once); the writer
+// then reuses its buffer, as a pooled buffer is reused. What the peer
+// reads on that stream afterwards is never the reused buffer: on smux,
+// which leaves a frame queued when its Write gives up and reads it later,
+// the buffer used to go out as it was by then, and the race detector
+// flagged the write against smux's copy.
+func TestWriteThatTimedOutNeverSendsItsBufferLater(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			accepted := make(chan *Session, 1)
+			go func() {
+				defer close(accepted)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if s, err := Server(c, withTransport(nil, tr)); err == nil {
+					accepted <- s
+				} else {
+					c.Close()
+				}
+			}()
+			raw, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn := &stallConn{Conn: raw, release: make(chan struct{})}
+			c, err := Client(conn, withTransport(nil, tr))
+			if err != nil {
+				raw.Close()
+				t.Fatal(err)
+			}
+			released := false
+			unstall := func() {
+				if !released {
+					released = true
+					close(conn.release)
+				}
+			}
+			defer c.Kill()
+			defer unstall()
+			s := <-accepted
+			if s == nil {
+				t.Fatal("the server's session did not start")
+			}
+			defer s.Kill()
+			ctx := testCtx(t, 10*time.Second)
+			a, _ := openAccepted(t, ctx, c, s, []byte("a"))
+			b, peerB := openAccepted(t, ctx, c, s, []byte("b"))
+
+			conn.stalled.Store(true)
+			go a.Write(make([]byte, 1000)) // stalls the connection
+			waitFor(t, "a write to stall", func() bool { return conn.waiting.Load() > 0 })
+			buf := bytes.Repeat([]byte("good"), 256)
+			b.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := b.Write(buf); err == nil && tr == Smux {
+				t.Fatal("a write on a stalled connection met its deadline")
+			} // the native engine copies what it queues, and returns
+			for i := range buf {
+				buf[i] = 'X' // the buffer's next use
+			}
+			conn.stalled.Store(false)
+			unstall()
+			peerB.SetReadDeadline(time.Now().Add(time.Second))
+			got, _ := io.ReadAll(peerB) // until the deadline: what arrives, if anything
+			if bytes.Contains(got, []byte("X")) {
+				t.Fatalf("the peer read the buffer as it was after the failed write: %.40q", got)
+			}
+		})
 	}
 }

@@ -33,7 +33,6 @@ type Stream struct {
 	// after a bounded wait of its own (unix nanos, 0 for none).
 	smuxReadDeadline atomic.Int64
 	smuxPeerClosed   atomic.Bool // the peer closed the stream: writes fail (see smux.go)
-	smuxWbuf         []byte      // what smux is given to write, a copy; guarded by writeMu (see smuxWrite)
 
 	// What the send buffer holds of the stream's end; guarded by the
 	// session's wmu. Once queuedEnd is set no DATA frame of the stream is
