@@ -251,3 +251,102 @@ func TestWhatArrivedStaysReadableAfterTheSessionEnds(t *testing.T) {
 		})
 	}
 }
+
+// heldConn is a connection whose reads, once held, keep what they read
+// until released.
+type heldConn struct {
+	net.Conn
+	held    atomic.Bool
+	holding atomic.Int32
+	release chan struct{}
+}
+
+func (c *heldConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.held.Load() {
+		c.holding.Add(1)
+		<-c.release
+	}
+	return n, err
+}
+
+// TestStreamOpenedAfterTheSessionEndedIsNotServed has a stream's opening
+// frame read from the connection just before the session ends, and parsed
+// just after (the reader parses what it read before it notices the end):
+// the stream is not served, or its handler's Read fails at once, where it
+// used to wait forever, since the session's end had passed the stream
+// table before the stream joined it (and Peer.Close, waiting for its
+// handlers, hung with it).
+func TestStreamOpenedAfterTheSessionEndedIsNotServed(t *testing.T) {
+	const typ StreamType = 9
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan *Session, 1)
+	held := &heldConn{release: make(chan struct{})}
+	go func() {
+		defer close(accepted)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		held.Conn = c
+		if s, err := Server(held, nil); err == nil {
+			accepted <- s
+		} else {
+			c.Close()
+		}
+	}()
+	ctx := testCtx(t, 10*time.Second)
+	c, err := Dial(ctx, "tcp", ln.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Kill()
+	s := <-accepted
+	if s == nil {
+		t.Fatal("the server's session did not start")
+	}
+	readErr := make(chan error, 1)
+	var served atomic.Bool
+	s.HandleType(typ, func(st *Stream) {
+		served.Store(true)
+		_, err := io.ReadAll(st)
+		readErr <- err
+	})
+	held.held.Store(true)
+	st, err := c.OpenType(ctx, typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the server to read the opening frame", func() bool { return held.holding.Load() > 0 })
+	killed := make(chan struct{})
+	go func() {
+		s.Kill()
+		close(killed)
+	}()
+	waitFor(t, "the server's session to end", func() bool { return s.Err() != nil })
+	held.held.Store(false)
+	close(held.release)
+	select {
+	case <-killed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Kill did not return")
+	}
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Fatal("the stream read as ended in order after its session ended")
+		}
+	case <-time.After(2 * time.Second):
+		if served.Load() {
+			t.Fatal("the handler's Read still waits, 2 s after the session ended")
+		}
+	}
+}

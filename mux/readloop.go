@@ -203,7 +203,8 @@ func (s *Session) onData(h frameHeader) error {
 
 // openIncoming admits a stream the peer opens, or refuses it: after this
 // side's GoAway or Close, or over MaxIncomingStreams. It returns nil for a
-// refused stream.
+// refused stream, and for one whose opening frame the reader parses after
+// the session ended.
 func (s *Session) openIncoming(id uint32, t StreamType) (*Stream, error) {
 	s.mu.Lock()
 	if !s.isPeerID(id) || id <= s.lastPeerID {
@@ -212,6 +213,12 @@ func (s *Session) openIncoming(id uint32, t StreamType) (*Stream, error) {
 		return nil, s.protocolError(fmt.Errorf("%w: stream %d opened out of order (last peer stream %d)", errFrame, id, last))
 	}
 	s.lastPeerID = id
+	if s.err != nil {
+		// The session ended after this frame was read: its end has passed
+		// the stream table, so a stream added now would never end.
+		s.mu.Unlock()
+		return nil, nil
+	}
 	if s.goAwaySent != nil || s.closing || s.refuseLocked() {
 		s.mu.Unlock()
 		s.sendControl(frameHeader{length: 4, typ: frameReset, streamID: id}, ResetRefused)
