@@ -98,22 +98,37 @@ func (st *Stream) smuxWrite(p []byte) (int, error) {
 	return n, st.smuxWriteErr(err)
 }
 
-// smuxChunk is the most bytes one smux Write is given at a time.
-const smuxChunk = 64 << 10
+// smux gets copies of what it is to write (see smuxWriteCopy), in
+// buffers of two sizes: small ones for the many short writes, and large
+// ones of four full frames for bulk.
+const (
+	smuxSmallCopy = 8 << 10
+	smuxLargeCopy = 4 * 65535
+)
 
-// smuxChunks holds buffers of smuxChunk bytes for smuxWriteCopy.
-var smuxChunks = sync.Pool{New: func() any { b := make([]byte, smuxChunk); return &b }}
+var smuxCopies = [2]sync.Pool{
+	{New: func() any { b := make([]byte, smuxSmallCopy); return &b }},
+	{New: func() any { b := make([]byte, smuxLargeCopy); return &b }},
+}
 
-// smuxWriteCopy writes p through smux in copies of up to smuxChunk bytes.
-// A smux Write that gives up (at a deadline, or as the session ends)
-// leaves its frame queued, and smux may read the frame's bytes after it
-// returned: so smux never gets the caller's buffer, which the caller may
-// reuse at once, and a copy that smux may still read is not pooled again.
+// smuxWriteCopy writes p through smux in copies, each a whole number of
+// frames where it can. A smux Write that gives up (at a deadline, or as
+// the session ends) leaves its frame queued, and smux may read the
+// frame's bytes after it returned: so smux never gets the caller's
+// buffer, which the caller may reuse at once, and a copy that smux may
+// still read is not pooled again.
 func (st *Stream) smuxWriteCopy(p []byte) (int, error) {
-	bp := smuxChunks.Get().(*[]byte)
+	pool := &smuxCopies[0]
+	chunk := smuxSmallCopy
+	if len(p) > smuxSmallCopy {
+		pool = &smuxCopies[1]
+		frame := int(st.sess.peer.maxFrameSize) // smux's frame size on this session
+		chunk = smuxLargeCopy / frame * frame
+	}
+	bp := pool.Get().(*[]byte)
 	written := 0
 	for len(p) > 0 {
-		b := (*bp)[:copy(*bp, p)]
+		b := (*bp)[:copy((*bp)[:chunk], p)]
 		n, err := st.sm.Write(b)
 		written += n
 		if err != nil {
@@ -121,7 +136,7 @@ func (st *Stream) smuxWriteCopy(p []byte) (int, error) {
 		}
 		p = p[len(b):]
 	}
-	smuxChunks.Put(bp)
+	pool.Put(bp)
 	return written, nil
 }
 
