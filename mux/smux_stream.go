@@ -83,8 +83,8 @@ func (st *Stream) smuxReadStatus() error {
 // has failed: a Write that ends at its deadline or with the session
 // leaves its frames queued, and smux sends them when it gets to them. So
 // smux never gets the caller's p, which the caller may reuse at once, but
-// a copy in the stream's own buffer, in pieces of at most smuxWriteChunk;
-// a buffer whose Write failed is left to smux and never used again.
+// a copy (see smuxWriteCopy); a copy whose Write failed is left to smux
+// and never used again.
 func (st *Stream) smuxWrite(p []byte) (int, error) {
 	st.writeMu.Lock()
 	defer st.writeMu.Unlock()

@@ -470,7 +470,7 @@ func TestSoakEveryCallEndsExplainedAndNothingLeaks(t *testing.T) {
 	g1 := runtime.NumGoroutine()
 	heap1 := liveHeapNow()
 	t.Logf("goroutines: %d before, peak %d, %d after; live heap: %.1f MiB before, peak %.1f MiB (not collected), %.1f MiB after",
-		g0, peakG.Load(), g1, mib(heap0), mib(peakHeap.Load()), mib(heap1))
+		g0, peakG.Load(), g1, mib(heap0), mib(int64(peakHeap.Load())), mib(heap1))
 	if heap1 > heap0+soakHeapSlack {
 		t.Errorf("the live heap grew from %.1f MiB to %.1f MiB, more than %d MiB", mib(heap0), mib(heap1), soakHeapSlack>>20)
 	}
@@ -504,13 +504,3 @@ func soakReport(st *soakStats) string {
 	return b.String()
 }
 
-// liveHeapNow returns the heap in use after a full collection.
-func liveHeapNow() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
-}
-
-func mib(n uint64) float64 { return float64(n) / (1 << 20) }
