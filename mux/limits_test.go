@@ -1,8 +1,11 @@
 package mux
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -151,6 +154,37 @@ func TestDocumentedDefaults(t *testing.T) {
 	for i := range ct.NumField() {
 		if f := ct.Field(i).Name; f != "Transport" && !strings.Contains(options, "`Config."+f+"`") {
 			t.Errorf("no row of the table is configured by Config.%s", f)
+		}
+	}
+}
+
+// TestReliabilityNamesRealTests checks that every test and fuzz target
+// RELIABILITY.md cites as proof exists in the repository, so that the
+// document cannot keep citing a test that was renamed or removed.
+func TestReliabilityNamesRealTests(t *testing.T) {
+	doc, err := os.ReadFile("../RELIABILITY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sources strings.Builder
+	err = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		sources.Write(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cited := regexp.MustCompile("`((?:Test|Fuzz)[A-Za-z0-9_]+)`").FindAllStringSubmatch(string(doc), -1)
+	if len(cited) < 50 {
+		t.Fatalf("RELIABILITY.md cites %d tests; is it the document of faults and attacks?", len(cited))
+	}
+	for _, m := range cited {
+		if !strings.Contains(sources.String(), "func "+m[1]+"(") {
+			t.Errorf("RELIABILITY.md cites %s, which no test file defines", m[1])
 		}
 	}
 }
