@@ -503,4 +503,3 @@ func soakReport(st *soakStats) string {
 	lines(st.outcomes)
 	return b.String()
 }
-
