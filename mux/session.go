@@ -83,6 +83,7 @@ type Session struct {
 	goAwayRecv  *GoAwayError
 	protoErr    error // the peer broke the protocol: the session's error, whatever fails while the GOAWAY saying so leaves
 	closing     bool
+	closeErr    error // set by a graceful close once its streams are done: the session's error, whatever fails while it lingers
 	pings       map[uint64]chan struct{}
 	pingSeq     uint64
 	heardAt     atomic.Int64 // unix nanos when bytes last arrived, for keepalive
@@ -383,8 +384,44 @@ func (s *Session) closeWith(final error, debug []byte) {
 	if !timedOut && s.smux == nil {
 		s.waitSent(timeout.C, nil) // the last frames, the GoAway among them
 	}
+	if !timedOut {
+		s.linger(final, timeout.C)
+	}
 	s.fail(final)
 	s.wg.Wait()
+}
+
+// lingerTimeout bounds how long a graceful close waits for the peer to
+// close its side of the connection; see linger.
+const lingerTimeout = 500 * time.Millisecond
+
+// linger half-closes the connection, once this side has sent all it had
+// to send, and waits until the session ends, the peer having closed its
+// side too, or until lingerTimeout or the close's own timeout. A socket
+// closed with input still unread sends the peer a TCP reset instead of
+// an end, and a reset makes the peer's kernel discard what the peer has
+// not read yet: the last answers of the streams just finished among them.
+// The peer's last frames (window updates, pings, the end of its streams)
+// may well be on their way as this side closes, so the session reads them
+// while it lingers; its error is final whatever that reading meets.
+func (s *Session) linger(final error, timeout <-chan time.Time) {
+	cw, ok := s.conn.(interface{ CloseWrite() error })
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	s.closeErr = final
+	s.mu.Unlock()
+	if cw.CloseWrite() != nil {
+		return
+	}
+	wait := time.NewTimer(lingerTimeout)
+	defer wait.Stop()
+	select {
+	case <-s.done:
+	case <-wait.C:
+	case <-timeout:
+	}
 }
 
 // stopWithIDsExhausted ends the session gracefully once this side has given
@@ -467,6 +504,9 @@ func (s *Session) fail(err error) {
 	if s.goAwayRecv != nil && !errors.Is(err, ErrSessionClosed) && !errors.Is(err, ErrProtocol) &&
 		!errors.Is(err, ErrKeepAliveTimeout) && !errors.Is(err, ErrStreamIDsExhausted) {
 		err = s.goAwayRecv // the peer said why it left
+	}
+	if s.closeErr != nil {
+		err = s.closeErr
 	}
 	if s.protoErr != nil {
 		err = s.protoErr
