@@ -202,7 +202,7 @@ func (s *Session) letGo(st *Stream) {
 	s.numHeld--
 	if !st.inTable {
 		s.numLive--
-		s.activeAt.Store(now())
+		s.markActive()
 	}
 	start := s.dispatchLocked()
 	s.mu.Unlock()

@@ -10,6 +10,14 @@ func (s *Session) startIdleWatch() {
 	}
 }
 
+// markActive notes, for IdleTimeout, that a stream has just ended; a
+// session without IdleTimeout spends nothing on it.
+func (s *Session) markActive() {
+	if s.cfg.IdleTimeout > 0 {
+		s.activeAt.Store(now())
+	}
+}
+
 // watchIdle ends the session, as Close does, once no stream has been open
 // for IdleTimeout: none is open now, and none has ended since. The streams
 // are counted as NumStreams counts them. A stream the peer opens as the

@@ -546,7 +546,7 @@ func (s *Session) forget(st *Stream) {
 		return
 	}
 	st.forgotten = true
-	s.activeAt.Store(now())
+	s.markActive()
 	if id := st.id.Load(); id != 0 && s.streams[id] == st {
 		delete(s.streams, id)
 	}
