@@ -238,6 +238,15 @@ func TestWhatArrivedStaysReadableAfterTheSessionEnds(t *testing.T) {
 			if _, err := peer.Write(data); err != nil {
 				t.Fatal(err)
 			}
+			// A byte on a later stream, once read, proves that the session
+			// has taken every byte of the data from its connection: frames
+			// arrive in order. Only then does the peer vanish, since the
+			// reset of its abrupt close makes the kernel drop what the
+			// session has not yet read from the socket.
+			_, marker := openAccepted(t, ctx, s, c, []byte("y"))
+			if _, err := io.ReadFull(marker, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
 			s.Kill()
 			waitDone(t, c, 5*time.Second)
 			st.SetReadDeadline(time.Now().Add(5 * time.Second))
