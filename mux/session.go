@@ -52,7 +52,8 @@ type Session struct {
 	wspare      []byte
 	rest        []byte        // the unwritten end of a batch handed to writeLoop
 	flusher     flusher       // who writes wbuf now
-	roomWaiters []*Stream     // writers waiting for room in wbuf, in order
+	batch       uint32        // counts the batches taken: the open batch's number
+	turnWaiters []*Stream     // writers waiting for a turn in a batch, by priority then arrival
 	sent        chan struct{} // closed when everything queued is written, if waitSent waits
 	writeErr    error         // the connection failed while writing
 	sock        socket

@@ -39,6 +39,12 @@ type Stream struct {
 	// queued any more.
 	queuedEnd   bool // END is queued, or the stream ended before its first frame
 	queuedReset bool // RESET is queued
+	// The stream's place in the send schedule (see writer.go); guarded by
+	// the session's wmu.
+	priority   Priority
+	batch      uint32      // the batch that batchBytes counts in
+	batchBytes int32       // bytes of data the stream has in that batch
+	streaming  atomic.Bool // its last act was to queue data, not to read
 
 	// The session's bookkeeping of an incoming stream; guarded by the
 	// session's mu (see session.go, forget and release).
@@ -57,15 +63,15 @@ type Stream struct {
 	rbuf        []byte  // received bytes are rbuf[roff:]
 	rbox        *[]byte // rbuf's pool box, if it came from the pool
 	roff        int
-	delivering  bool // the reader goroutine is filling rbuf past len
-	recvWindow  int  // bytes the peer may still send
-	unacked     int  // bytes read but not yet credited back to the peer
-	sendWindow  int  // bytes this side may still send
-	readers     int  // goroutines waiting on readWake
-	writers     int  // goroutines waiting on writeWake
+	delivering  bool  // the reader goroutine is filling rbuf past len
+	turnGranted bool  // a flusher gave this stream's writer a turn in the open batch
+	recvWindow  int   // bytes the peer may still send
+	unacked     int   // bytes read but not yet credited back to the peer
+	sendWindow  int   // bytes this side may still send
+	readers     int32 // goroutines waiting on readWake
+	writers     int32 // goroutines waiting on writeWake
 	readWake    chan struct{}
 	writeWake   chan struct{}
-	roomGranted bool          // a flusher made room in the send buffer for this stream's writer
 	handle      func(*Stream) // for the reader goroutine to start, see readLoop
 	rdl, wdl    deadline
 }
@@ -124,6 +130,9 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 	if !st.opened.Load() {
 		st.announce()
+	}
+	if st.streaming.Load() {
+		st.streaming.Store(false)
 	}
 	st.mu.Lock()
 	for {

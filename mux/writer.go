@@ -7,20 +7,39 @@ import (
 	"time"
 )
 
-// The send path. Every frame is appended to one shared buffer, and one
-// flusher at a time writes the buffer out. A sender that finds no flush
-// running first tries to write the buffer itself, without blocking (see
-// socket.go), so a lone caller waits for no goroutine hop, and under load
-// the frames of many callers leave in one syscall. What the kernel does not
-// take at once, and everything on a connection that cannot be written
-// without blocking, is written by writeLoop. So no sender, and never the
-// reader goroutine, waits on a congested connection: senders of data wait
-// only for room in the buffer, and that wait ends with the stream's
-// deadline, Close, Reset, or the end of the session.
+// The send path. Every frame is appended to one shared buffer, the open
+// batch, and one flusher at a time takes the batch and writes it out in one
+// write. A sender that finds no flush running first tries to write the
+// batch itself, without blocking (see socket.go), so a lone caller waits
+// for no goroutine hop, and under load the frames of many callers leave in
+// one syscall. What the kernel does not take at once, and everything on a
+// connection that cannot be written without blocking, is written by
+// writeLoop; so is the data of a stream that writes again without reading
+// in between (a streaming sender), so that its messages gather into
+// batches while the previous batch is being written. No sender, and never
+// the reader goroutine, waits on a congested connection: senders of data
+// wait only for their turn in a batch, and that wait ends with the
+// stream's deadline, Close, Reset, or the end of the session.
+//
+// Scheduling. While a flush runs, a batch holds at most sendQuantum bytes
+// of each stream's data and sendBufferLimit bytes of data in all. A writer
+// past its stream's share, or finding the batch full, waits for a turn in
+// a later batch. Turns go to the highest priority waiting (see
+// Stream.SetPriority), in order of arrival among equals, so streams of
+// equal priority take turns one share each, and a small frame waits behind
+// at most one share of every other stream, never behind a large write.
+// A writer also waits while a stream of higher priority waits, so higher
+// priorities go first. Control frames never wait: they join the open
+// batch at once.
 //
 // Locks: wmu may be held while taking a stream's mu or the session's mu,
 // never the other way around; the session's error is recorded by fail,
 // which is never called with wmu held.
+
+// sendQuantum is how much of one stream's data a batch holds while other
+// streams may be waiting: four frames of the default MaxFrameSize, enough
+// to keep a lone stream's frames flowing while a batch is being written.
+const sendQuantum = 4 * defaultMaxFrameSize
 
 // flusher says who writes the send buffer now.
 type flusher uint8
@@ -37,8 +56,8 @@ const (
 // waits for room, unless the frame is empty.
 func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 	s.wmu.Lock()
-	for len(p) > 0 && len(s.wbuf) >= sendBufferLimit && s.flusher != flushNone && s.writeErr == nil {
-		if err := s.waitRoomLocked(st); err != nil {
+	if len(p) > 0 && !s.mayAppendLocked(st, len(p)) {
+		if err := s.waitTurnLocked(st); err != nil {
 			s.wmu.Unlock()
 			return err
 		}
@@ -76,6 +95,11 @@ func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 		s.wbuf = appendFrameHeader(s.wbuf, h)
 	}
 	s.wbuf = append(s.wbuf, p...)
+	if st.batch != s.batch {
+		st.batch, st.batchBytes = s.batch, 0
+	}
+	st.batchBytes += int32(len(p))
+	streaming := st.streaming.Swap(true) // it wrote last time too: more will follow
 	var a afterEnd
 	if end {
 		st.queuedEnd = true
@@ -84,7 +108,12 @@ func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 		st.mu.Unlock()
 		a.forgetNow() // now that the END is queued, before it can leave: see Session.forget
 	}
-	err := s.flushLocked()
+	var err error
+	if streaming && s.flusher == flushNone && s.writeErr == nil {
+		s.handOffLocked(nil) // writeLoop writes it while the sender makes the next
+	} else {
+		err = s.flushLocked()
+	}
 	s.wmu.Unlock()
 	a.do()
 	if err != nil {
@@ -120,18 +149,40 @@ func (s *Session) queueEnd(st *Stream, end, reset bool, code uint32, a *afterEnd
 	s.flushControlAndUnlock()
 }
 
-// waitRoomLocked waits, with wmu released meanwhile, until a flusher makes
-// room in the send buffer for st, or st can write no more. Waiters are
-// served in order, only as many as the room fits (see wakeRoomLocked).
-func (s *Session) waitRoomLocked(st *Stream) error {
+// mayAppendLocked says whether st may append a data frame of n bytes to
+// the open batch now: nobody is flushing, so the batch leaves at once; or
+// the batch has room for it, st has not used its share of the batch, and
+// no stream of higher priority waits for a turn.
+func (s *Session) mayAppendLocked(st *Stream, n int) bool {
+	if s.flusher == flushNone || s.writeErr != nil {
+		return true
+	}
+	if len(s.wbuf)+n > sendBufferLimit && len(s.wbuf) > 0 {
+		return false
+	}
+	if st.batch == s.batch && int(st.batchBytes)+n > sendQuantum {
+		return false
+	}
+	return len(s.turnWaiters) == 0 || s.turnWaiters[0].priority <= st.priority
+}
+
+// waitTurnLocked waits, with wmu released meanwhile, until a flusher gives
+// st a turn to append a frame to the open batch, or st can
+// write no more. Waiters are kept in order of priority, then of arrival,
+// and served so (see grantTurnsLocked).
+func (s *Session) waitTurnLocked(st *Stream) error {
 	st.mu.Lock()
-	st.roomGranted = false // before a flusher can find st in the queue
+	st.turnGranted = false // before a flusher can find st in the queue
 	st.mu.Unlock()
-	s.roomWaiters = append(s.roomWaiters, st)
+	i := len(s.turnWaiters)
+	for i > 0 && s.turnWaiters[i-1].priority < st.priority {
+		i--
+	}
+	s.turnWaiters = slices.Insert(s.turnWaiters, i, st)
 	s.wmu.Unlock()
 	st.mu.Lock()
 	var err error
-	for !st.roomGranted {
+	for !st.turnGranted {
 		if err = st.writeErrLocked(); err != nil {
 			break
 		}
@@ -152,33 +203,39 @@ func (s *Session) waitRoomLocked(st *Stream) error {
 	st.mu.Unlock()
 	s.wmu.Lock()
 	if err != nil {
-		if i := slices.Index(s.roomWaiters, st); i >= 0 {
-			s.roomWaiters = slices.Delete(s.roomWaiters, i, i+1)
+		if i := slices.Index(s.turnWaiters, st); i >= 0 {
+			s.turnWaiters = slices.Delete(s.turnWaiters, i, i+1)
 		} else {
-			s.wakeRoomLocked() // st was granted room it will not use: pass it on
+			s.grantTurnsLocked() // st was given a turn it will not take: pass it on
 		}
 	}
 	return err
 }
 
-// wakeRoomLocked wakes, in order, as many writers waiting for room as the
-// send buffer now has room for, counting a full frame for each.
-func (s *Session) wakeRoomLocked() {
+// grantTurnsLocked gives turns in the open batch to the writers waiting
+// for one, as many as the batch has room for, counting a full frame for
+// each: those of the highest
+// priority waiting, in order of arrival. Waiters of lower priority wait
+// until no higher one does.
+func (s *Session) grantTurnsLocked() {
 	room := sendBufferLimit - len(s.wbuf)
-	for len(s.roomWaiters) > 0 && room > 0 {
-		st := s.roomWaiters[0]
-		s.roomWaiters[0] = nil
-		s.roomWaiters = s.roomWaiters[1:]
+	for len(s.turnWaiters) > 0 && room > 0 {
+		st := s.turnWaiters[0]
+		s.turnWaiters[0] = nil
+		s.turnWaiters = s.turnWaiters[1:]
 		room -= int(s.peer.maxFrameSize)
 		st.mu.Lock()
-		st.roomGranted = true
+		st.turnGranted = true
 		if st.writeWake != nil {
 			signal(st.writeWake)
 		}
 		st.mu.Unlock()
+		if len(s.turnWaiters) > 0 && s.turnWaiters[0].priority < st.priority {
+			break // the rest wait until no writer of st's priority does
+		}
 	}
-	if len(s.roomWaiters) == 0 {
-		s.roomWaiters = nil
+	if len(s.turnWaiters) == 0 {
+		s.turnWaiters = nil
 	}
 }
 
@@ -319,10 +376,11 @@ func (s *Session) handOffLocked(rest []byte) {
 func (s *Session) takeBufLocked() []byte {
 	buf := s.wbuf
 	s.wbuf, s.wspare = s.wspare[:0], nil
+	s.batch++
 	t := now()
 	s.progressAt.Store(t)
 	s.sentAt.Store(t)
-	s.wakeRoomLocked()
+	s.grantTurnsLocked()
 	return buf
 }
 
@@ -339,7 +397,7 @@ func (s *Session) recycleLocked(buf []byte) {
 func (s *Session) idleLocked() {
 	s.flusher = flushNone
 	s.progressAt.Store(0)
-	s.wakeRoomLocked()
+	s.grantTurnsLocked()
 	if s.sent != nil && (len(s.wbuf) == 0 || s.writeErr != nil) {
 		close(s.sent)
 		s.sent = nil
