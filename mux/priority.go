@@ -31,3 +31,14 @@ func (st *Stream) SetPriority(p Priority) {
 	st.priority = p
 	st.sess.wmu.Unlock()
 }
+
+// Priority returns the stream's priority, PriorityNormal unless SetPriority
+// changed it; on the Smux transport always PriorityNormal.
+func (st *Stream) Priority() Priority {
+	if st.sm != nil {
+		return PriorityNormal
+	}
+	st.sess.wmu.Lock()
+	defer st.sess.wmu.Unlock()
+	return st.priority
+}

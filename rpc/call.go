@@ -71,6 +71,9 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 		return p.callError(ctx, true, err)
 	}
 	defer st.Close()
+	if cfg.priority != mux.PriorityNormal {
+		st.SetPriority(cfg.priority)
+	}
 	// Watch ctx before writing: a request larger than the stream's window
 	// waits for the callee's credit, and the caller's deadline must end
 	// that wait too.
@@ -84,7 +87,7 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 		defer stop()
 	}
 	bp := getBuf()
-	b := appendCallHeader((*bp)[:0], method, timeout, md)
+	b := appendCallHeader((*bp)[:0], method, timeout, cfg.priority, md)
 	b, err = appendRequest(b, req, cfg.maxSend)
 	if err != nil {
 		*bp = b
@@ -249,7 +252,10 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 	}
 	cs := &clientStream{ctx: ctx, p: p, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
 	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv, maxHeader: p.cfg.maxHeader}
-	cs.pending = appendCallHeader(nil, method, timeout, md)
+	if cs.cfg.priority != mux.PriorityNormal {
+		st.SetPriority(cs.cfg.priority)
+	}
+	cs.pending = appendCallHeader(nil, method, timeout, cs.cfg.priority, md)
 	if desc.ClientStreams {
 		// The callee may speak first: let it start the handler now.
 		if _, err := st.Write(cs.pending); err != nil {

@@ -193,7 +193,7 @@ func handlersIdle(p *Peer, d time.Duration) bool {
 // handler returns, and the next call, a valid one, is answered.
 func FuzzCallee(f *testing.F) {
 	hdr := func(method string, timeout time.Duration, kv ...string) []byte {
-		return appendCallHeader(nil, method, timeout, metadata.Pairs(kv...))
+		return appendCallHeader(nil, method, timeout, 0, metadata.Pairs(kv...))
 	}
 	req := func(s string) []byte {
 		b, _ := appendMessage(nil, wrapperspb.String(s), 1<<20)

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 
@@ -113,6 +114,8 @@ func (e *echoImpl) Unary(ctx context.Context, in *wrapperspb.StringValue) (*wrap
 	case strings.HasPrefix(in.Value, "wait"):
 		<-ctx.Done()
 		return nil, ctx.Err()
+	case in.Value == "priority":
+		return wrapperspb.String(fmt.Sprint(callFromContext(ctx).st.Priority())), nil
 	}
 	return wrapperspb.String(e.name + ":" + in.Value), nil
 }
@@ -148,6 +151,9 @@ func (e *echoImpl) Bidi(s BidiStreamingServer[wrapperspb.StringValue, wrapperspb
 		}
 		if err != nil {
 			return err
+		}
+		if in.Value == "priority" {
+			in.Value = fmt.Sprint(callFromContext(s.Context()).st.Priority())
 		}
 		if err := s.Send(wrapperspb.String(e.name + ":" + in.Value)); err != nil {
 			return err

@@ -102,6 +102,9 @@ func (p *Peer) handle(st *mux.Stream) {
 		c.fail(s)
 		return
 	}
+	if h.priority != mux.PriorityNormal {
+		c.st.SetPriority(h.priority) // answer at the caller's priority
+	}
 	if p.srv != nil {
 		c.m = p.srv.lookup(h.method)
 	}

@@ -150,17 +150,18 @@ func WithTLS(cfg *tls.Config) DialOption {
 }
 
 // CallOption configures one call. This package's options are Header,
-// Trailer, MaxCallRecvMsgSize and MaxCallSendMsgSize. Any other value, a
+// Trailer, MaxCallRecvMsgSize, MaxCallSendMsgSize and CallPriority. Any other value, a
 // grpc.CallOption say, does nothing to the call itself and reaches client
 // interceptors unchanged.
 type CallOption any
 
 // callConfig is what CallOptions set.
 type callConfig struct {
-	header  []*metadata.MD
-	trailer []*metadata.MD
-	maxRecv int
-	maxSend int
+	header   []*metadata.MD
+	trailer  []*metadata.MD
+	maxRecv  int
+	maxSend  int
+	priority mux.Priority
 }
 
 type callOption func(*callConfig)
@@ -200,6 +201,15 @@ func MaxCallRecvMsgSize(n int) CallOption {
 // MaxCallSendMsgSize sets the largest request message of one call.
 func MaxCallSendMsgSize(n int) CallOption {
 	return callOption(func(c *callConfig) { c.maxSend = n })
+}
+
+// CallPriority sends the call at priority p among the calls and streams
+// of its session (see mux.Priority): while both wait to be sent, a call
+// of higher priority goes first. The callee answers at the same priority,
+// so a small call at PriorityHigh is not held up by bulk transfers in
+// either direction. On the Smux transport it has no effect.
+func CallPriority(p mux.Priority) CallOption {
+	return callOption(func(c *callConfig) { c.priority = p })
 }
 
 func (p *Peer) callConfig(opts []CallOption) callConfig {

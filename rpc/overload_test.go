@@ -41,7 +41,7 @@ func TestRapidResetCallsStayWithinMaxConcurrentCalls(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sess.Kill()
-		b := appendCallHeader(nil, "/test.Echo/Unary", 0, nil)
+		b := appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil)
 		b, _ = appendMessage(b, wrapperspb.String("x"), DefaultMaxSendMsgSize)
 		b = appendEmptyPart(b, partClientEnd)
 		for i := range calls {

@@ -116,7 +116,7 @@ func pipeSessions(t testing.TB) (client, server *mux.Session) {
 // that arrived, so a prefix that claims 4 GiB or the limit costs
 // nothing until the bytes come.
 func FuzzPartStream(f *testing.F) {
-	hdr := appendCallHeader(nil, "/test.Echo/Unary", time.Second, metadata.Pairs("k", "v"))
+	hdr := appendCallHeader(nil, "/test.Echo/Unary", time.Second, 0, metadata.Pairs("k", "v"))
 	msg, _ := appendMessage(nil, wrapperspb.String("hi"), 1<<20)
 	end := appendEmptyPart(nil, partClientEnd)
 	f.Add(rawParts(hdr, msg, end), uint16(7), uint16(1<<10), uint16(1<<10))

@@ -72,6 +72,7 @@ const (
 	fieldCallMethod   = 1
 	fieldCallTimeout  = 2
 	fieldCallMetadata = 3
+	fieldCallPriority = 4
 
 	fieldHeaderMetadata = 1
 
@@ -103,15 +104,16 @@ func appendEmptyPart(b []byte, kind byte) []byte {
 
 // callHeader is a decoded call header. method aliases the part's payload.
 type callHeader struct {
-	method  []byte
-	timeout time.Duration // 0: none
-	md      metadata.MD
+	method   []byte
+	timeout  time.Duration // 0: none
+	md       metadata.MD
+	priority mux.Priority
 }
 
 // appendCallHeader appends the call header part. The timeout goes out in
 // whole microseconds, rounded up, so the callee's deadline is never
 // earlier than the caller's.
-func appendCallHeader(b []byte, method string, timeout time.Duration, md metadata.MD) []byte {
+func appendCallHeader(b []byte, method string, timeout time.Duration, prio mux.Priority, md metadata.MD) []byte {
 	b, start := beginPart(b, partCallHeader)
 	b = protowire.AppendTag(b, fieldCallMethod, protowire.BytesType)
 	b = protowire.AppendString(b, method)
@@ -120,6 +122,10 @@ func appendCallHeader(b []byte, method string, timeout time.Duration, md metadat
 		b = protowire.AppendVarint(b, uint64((timeout+time.Microsecond-1)/time.Microsecond))
 	}
 	b = appendMetadata(b, fieldCallMetadata, md)
+	if prio != mux.PriorityNormal {
+		b = protowire.AppendTag(b, fieldCallPriority, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeZigZag(int64(prio)))
+	}
 	return endPart(b, start)
 }
 
@@ -137,6 +143,10 @@ func parseCallHeader(p []byte) (callHeader, error) {
 			h.timeout = time.Duration(x) * time.Microsecond
 		case num == fieldCallMetadata && typ == protowire.BytesType:
 			return addEntry(&h.md, &entries, v)
+		case num == fieldCallPriority && typ == protowire.VarintType:
+			// A sint32 on the wire; the last one counts, clamped to
+			// the range of mux.Priority.
+			h.priority = mux.Priority(min(max(int64(int32(protowire.DecodeZigZag(x&0xFFFFFFFF))), math.MinInt8), math.MaxInt8))
 		}
 		return nil
 	})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bufbuild/protocompile"
+	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -295,9 +296,9 @@ func entryBytes(k, v string) []byte {
 // CALL_HEADER part that decodes to the same. Large inputs cost
 // allocations in proportion to their size.
 func FuzzCallHeader(f *testing.F) {
-	f.Add(appendCallHeader(nil, "/test.Echo/Unary", 0, nil)[partPrefixLen:])
-	f.Add(appendCallHeader(nil, "/test.Echo/Unary", time.Nanosecond, nil)[partPrefixLen:])
-	f.Add(appendCallHeader(nil, "/a.B/C", maxTimeout+time.Hour, metadata.Pairs("k", "v", "k", "w", "x-bin", "\x00\xff"))[partPrefixLen:])
+	f.Add(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil)[partPrefixLen:])
+	f.Add(appendCallHeader(nil, "/test.Echo/Unary", time.Nanosecond, 0, nil)[partPrefixLen:])
+	f.Add(appendCallHeader(nil, "/a.B/C", maxTimeout+time.Hour, 0, metadata.Pairs("k", "v", "k", "w", "x-bin", "\x00\xff"))[partPrefixLen:])
 	f.Add(callHeaderWith("/a.B/C", "grpc-timeout", "1S", ":authority", "x", "te", "trailers", "ok", "yes")[partPrefixLen:])
 	f.Add(callHeaderWith("/a.B/C", "Upper", "v")[partPrefixLen:])
 	f.Add(callHeaderWith("/a.B/C", "k", "\x7f")[partPrefixLen:])
@@ -308,6 +309,10 @@ func FuzzCallHeader(f *testing.F) {
 	unknown = protowire.AppendTag(unknown, 10, protowire.EndGroupType)
 	f.Add(unknown)
 	f.Add(protowire.AppendTag(nil, fieldCallTimeout, protowire.VarintType)) // no method, and a truncated varint
+	f.Add(appendCallHeader(nil, "/a.B/C", 0, mux.PriorityHigh, nil)[partPrefixLen:])
+	f.Add(appendCallHeader(nil, "/a.B/C", 0, mux.Priority(-128), nil)[partPrefixLen:])
+	wide := protowire.AppendTag(appendCallHeader(nil, "/a.B/C", 0, 0, nil)[partPrefixLen:], fieldCallPriority, protowire.VarintType)
+	f.Add(protowire.AppendVarint(wide, 1<<40|4000)) // a sint32 of more than 32 bits, and beyond int8
 	f.Fuzz(func(t *testing.T, p []byte) {
 		h, err := parseCallHeader(p)
 		if overEntryLimit(t, err, p, fieldCallMetadata) {
@@ -334,12 +339,13 @@ func FuzzCallHeader(f *testing.F) {
 			t.Fatalf("% x: accepted as %+v; the spec rejects it (%v)", p, h, specErr)
 		}
 		timeout := time.Duration(min(get(spec, "timeout_micros").Uint(), uint64(maxTimeout/time.Microsecond))) * time.Microsecond
-		if !bytes.Equal(h.method, get(spec, "method").Bytes()) || h.timeout != timeout || !sameMD(h.md, wantMD) {
-			t.Fatalf("% x: decoded %q, %v, %v; the spec says %q, %v, %v", p, h.method, h.timeout, h.md, get(spec, "method").Bytes(), timeout, wantMD)
+		prio := mux.Priority(min(max(get(spec, "priority").Int(), math.MinInt8), math.MaxInt8))
+		if !bytes.Equal(h.method, get(spec, "method").Bytes()) || h.timeout != timeout || !sameMD(h.md, wantMD) || h.priority != prio {
+			t.Fatalf("% x: decoded %q, %v, %v, priority %d; the spec says %q, %v, %v, %d", p, h.method, h.timeout, h.md, h.priority, get(spec, "method").Bytes(), timeout, wantMD, prio)
 		}
-		again, err := parseCallHeader(wantPart(t, appendCallHeader(nil, string(h.method), h.timeout, h.md), partCallHeader))
-		if err != nil || !bytes.Equal(again.method, h.method) || again.timeout != h.timeout || !sameMD(again.md, h.md) {
-			t.Fatalf("%q, %v, %v encoded and decoded again: %q, %v, %v, %v", h.method, h.timeout, h.md, again.method, again.timeout, again.md, err)
+		again, err := parseCallHeader(wantPart(t, appendCallHeader(nil, string(h.method), h.timeout, h.priority, h.md), partCallHeader))
+		if err != nil || !bytes.Equal(again.method, h.method) || again.timeout != h.timeout || !sameMD(again.md, h.md) || again.priority != h.priority {
+			t.Fatalf("%q, %v, %v, %d encoded and decoded again: %q, %v, %v, %d, %v", h.method, h.timeout, h.md, h.priority, again.method, again.timeout, again.md, again.priority, err)
 		}
 		if len(p) >= largeInput {
 			checkAllocs(t, len(p), "a call header", func() { parseCallHeader(p) })
