@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// A cost is what one side spent over a measured window: allocations, CPU,
+// and the peaks of its heap and resident memory.
+type cost struct {
+	Mallocs    uint64 `json:"mallocs"`     // heap objects allocated
+	AllocBytes uint64 `json:"alloc_bytes"` // heap bytes allocated
+	CPU        int64  `json:"cpu_ns"`      // user and system CPU time, ns
+	PeakHeap   uint64 `json:"peak_heap"`   // highest heap in use (HeapInuse), bytes
+	PeakRSS    uint64 `json:"peak_rss"`    // highest resident set, bytes
+}
+
+// A window measures this process's cost from begin to end. Between the
+// two a sampler reads the heap in use and the resident set every
+// sampleEvery, without allocating, and the kernel's own peak of the
+// resident set is reset at begin (Linux clear_refs) and read at end, so
+// that a peak between samples counts too.
+type window struct {
+	start   runtime.MemStats
+	cpu     int64
+	stop    chan struct{}
+	done    sync.WaitGroup
+	mu      sync.Mutex
+	heap    uint64
+	rss     uint64
+	metrics []metrics.Sample
+	statm   *os.File
+	buf     [128]byte
+}
+
+// sampleEvery is the sampler's period.
+const sampleEvery = 2 * time.Millisecond
+
+// beginWindow starts measuring.
+func beginWindow() *window {
+	w := &window{
+		stop: make(chan struct{}),
+		metrics: []metrics.Sample{
+			{Name: "/memory/classes/heap/objects:bytes"},
+			{Name: "/memory/classes/heap/unused:bytes"},
+		},
+	}
+	w.statm, _ = os.Open("/proc/self/statm")
+	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // resets VmHWM; best effort
+	runtime.GC()                                          // a window starts from live data only
+	w.sample()
+	w.done.Add(1)
+	go w.sampler()
+	runtime.ReadMemStats(&w.start)
+	w.cpu = cpuTime()
+	return w
+}
+
+// end stops measuring and returns the cost of the window.
+func (w *window) end() cost {
+	cpu := cpuTime()
+	var now runtime.MemStats
+	runtime.ReadMemStats(&now)
+	close(w.stop)
+	w.done.Wait()
+	w.sample()
+	if w.statm != nil {
+		w.statm.Close()
+	}
+	c := cost{
+		Mallocs:    now.Mallocs - w.start.Mallocs,
+		AllocBytes: now.TotalAlloc - w.start.TotalAlloc,
+		CPU:        cpu - w.cpu,
+		PeakHeap:   w.heap,
+		PeakRSS:    max(w.rss, highWaterRSS()),
+	}
+	return c
+}
+
+func (w *window) sampler() {
+	defer w.done.Done()
+	t := time.NewTicker(sampleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+			w.sample()
+		}
+	}
+}
+
+// sample records the heap in use and the resident set, if higher.
+func (w *window) sample() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	metrics.Read(w.metrics)
+	w.heap = max(w.heap, w.metrics[0].Value.Uint64()+w.metrics[1].Value.Uint64())
+	if w.statm == nil {
+		return
+	}
+	n, err := w.statm.ReadAt(w.buf[:], 0)
+	if n == 0 && err != nil {
+		return
+	}
+	w.rss = max(w.rss, residentPages(w.buf[:n])*uint64(os.Getpagesize()))
+}
+
+// residentPages parses the second field of /proc/self/statm ("size
+// resident shared ...", in pages) without allocating.
+func residentPages(statm []byte) uint64 {
+	_, rest, _ := bytes.Cut(statm, []byte{' '})
+	var pages uint64
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			break
+		}
+		pages = pages*10 + uint64(c-'0')
+	}
+	return pages
+}
+
+// highWaterRSS returns the kernel's peak resident set of this process
+// (VmHWM), or 0 if it is not known.
+func highWaterRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range bytes.Lines(b) {
+		if rest, ok := bytes.CutPrefix(line, []byte("VmHWM:")); ok {
+			f := bytes.Fields(rest)
+			if len(f) == 0 {
+				return 0
+			}
+			kb, _ := strconv.ParseUint(string(f[0]), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuTime returns this process's user and system CPU time, in ns.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
