@@ -1,5 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test under the race detector, each package bounded in time.
+# Runs every test of every Go module of the repository (each directory
+# with a go.mod, outside testdata: the root and bench/) under the race
+# detector, each package bounded in time. Fails if any module's tests fail;
+# arguments go to every go test.
 set -euo pipefail
 cd "$(dirname "$0")"
-exec go test -race -timeout 10m -count=1 ./... "$@"
+failed=()
+for mod in $(find . -name go.mod -not -path '*/testdata/*' | sort); do
+	dir=$(dirname "$mod")
+	echo "== go test $dir"
+	(cd "$dir" && go test -race -timeout 10m -count=1 ./... "$@") || failed+=("$dir")
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+	echo "tests failed in: ${failed[*]}"
+	exit 1
+fi

@@ -200,7 +200,7 @@ func workloadNamed(name string) (*workload, error) {
 	return nil, fmt.Errorf("unknown workload %q (known: %s)", name, strings.Join(names, ", "))
 }
 
-func perSecond(s sample) float64 { return float64(s.Ops) / s.Elapsed.Seconds() }
+func perSecond(s sample) float64     { return float64(s.Ops) / s.Elapsed.Seconds() }
 func micros(d time.Duration) float64 { return float64(d) / 1e3 }
 func mib(b uint64) float64           { return float64(b) / (1 << 20) }
 func kibPerOp(b uint64, s sample) float64 {
