@@ -72,7 +72,7 @@ func callBack(srv server, req serverRequest) serverReply {
 	for i := range callers {
 		callers[i] = peer
 	}
-	calls, elapsed, _, err := unaryLoad(ctx, callers, req.Size, req.Duration, false)
+	calls, elapsed, err := unaryLoad(ctx, callers, req.Size, req.Duration, nil)
 	if err != nil {
 		return serverReply{Err: err.Error()}
 	}

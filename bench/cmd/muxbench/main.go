@@ -75,7 +75,7 @@ func main() {
 		os.Exit(1)
 	}
 	writeReport(os.Stdout, r, report{
-		command:    "go run ./cmd/muxbench " + strings.Join(os.Args[1:], " "),
+		command:    strings.Join(append([]string{"go run ./cmd/muxbench"}, os.Args[1:]...), " "),
 		workloads:  ws,
 		frameworks: fws,
 		reps:       *reps,

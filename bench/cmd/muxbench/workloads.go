@@ -251,15 +251,13 @@ func (e *clientEnv) measure(s *sample, f func() error) error {
 }
 
 // unaryLoad makes unary calls of size bytes through callers, one
-// goroutine per element, for d, checking each answer. It returns the calls
-// made, the time from the start until the last caller stopped, and, with
-// latencies, each call's latency.
-func unaryLoad(ctx context.Context, callers []unaryCaller, size int, d time.Duration, latencies bool) (int64, time.Duration, []time.Duration, error) {
+// goroutine per element, for d, checking each answer, and records each
+// call's latency in lat if it is not nil. It returns the calls made and
+// the time from the start until the last caller stopped.
+func unaryLoad(ctx context.Context, callers []unaryCaller, size int, d time.Duration, lat *latencyLog) (int64, time.Duration, error) {
 	var (
 		calls atomic.Int64
 		wg    sync.WaitGroup
-		mu    sync.Mutex
-		lat   []time.Duration
 		errs  = make([]error, len(callers))
 	)
 	start := time.Now()
@@ -269,11 +267,10 @@ func unaryLoad(ctx context.Context, callers []unaryCaller, size int, d time.Dura
 		go func() {
 			defer wg.Done()
 			req := newRequest(i, size)
-			var mine []time.Duration
 			for seq := uint64(0); ; seq++ {
 				t0 := time.Now()
 				if !t0.Before(deadline) {
-					break
+					return
 				}
 				sent := req.next(seq)
 				ans, err := c.unary(ctx, sent)
@@ -284,27 +281,43 @@ func unaryLoad(ctx context.Context, callers []unaryCaller, size int, d time.Dura
 					errs[i] = err
 					return
 				}
-				if latencies {
-					mine = append(mine, time.Since(t0))
+				if lat != nil {
+					lat.record(time.Since(t0))
 				}
 				calls.Add(1)
 			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	return calls.Load(), time.Since(start), lat, errors.Join(errs...)
+	return calls.Load(), time.Since(start), errors.Join(errs...)
 }
 
-// percentile returns the q-quantile of ds (sorting it), 0 for none.
-func percentile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
+// A latencyLog records call latencies in room allocated in advance, so
+// that recording allocates nothing in a measured window.
+type latencyLog struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+// newLatencyLog returns a log with room for a million calls, beyond which
+// it grows.
+func newLatencyLog() *latencyLog { return &latencyLog{d: make([]time.Duration, 0, 1<<20)} }
+
+func (l *latencyLog) record(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// percentile returns the q-quantile of the latencies, 0 for none.
+func (l *latencyLog) percentile(q float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
 		return 0
 	}
-	slices.Sort(ds)
-	return ds[min(len(ds)-1, int(q*float64(len(ds))))]
+	slices.Sort(l.d)
+	return l.d[min(len(l.d)-1, int(q*float64(len(l.d))))]
 }
 
 // repeat returns c n times, for n callers sharing one connection.
@@ -320,17 +333,22 @@ func repeat(c unaryCaller, n int) []unaryCaller {
 // connection c, timed, with a warm-up first.
 func timedUnary(ctx context.Context, e *clientEnv, callers []unaryCaller, size int, latencies bool) (sample, error) {
 	var s sample
-	if _, _, _, err := unaryLoad(ctx, callers, size, e.p.Warmup, false); err != nil {
+	if _, _, err := unaryLoad(ctx, callers, size, e.p.Warmup, nil); err != nil {
 		return s, fmt.Errorf("warm-up: %w", err)
 	}
-	var lat []time.Duration
+	var lat *latencyLog
+	if latencies {
+		lat = newLatencyLog()
+	}
 	err := e.measure(&s, func() error {
 		var err error
-		s.Ops, s.Elapsed, lat, err = unaryLoad(ctx, callers, size, e.p.Duration, latencies)
+		s.Ops, s.Elapsed, err = unaryLoad(ctx, callers, size, e.p.Duration, lat)
 		return err
 	})
 	s.Bytes = 2 * s.Ops * int64(size)
-	s.P50, s.P99 = percentile(lat, 0.50), percentile(lat, 0.99)
+	if latencies {
+		s.P50, s.P99 = lat.percentile(0.50), lat.percentile(0.99)
+	}
 	return s, err
 }
 
@@ -588,8 +606,9 @@ func runW8(ctx context.Context, e *clientEnv) (sample, error) {
 	}
 
 	latencyUnderLoad := func(c unaryCaller) (p50, p99 time.Duration, err error) {
-		_, _, lat, err := unaryLoad(ctx, []unaryCaller{c}, e.p.SmallSize, e.p.Duration, true)
-		return percentile(lat, 0.50), percentile(lat, 0.99), err
+		lat := newLatencyLog()
+		_, _, err = unaryLoad(ctx, []unaryCaller{c}, e.p.SmallSize, e.p.Duration, lat)
+		return lat.percentile(0.50), lat.percentile(0.99), err
 	}
 	s.LoadedP50, s.LoadedP99, err = latencyUnderLoad(c)
 	if pc, ok := c.(priorityCaller); ok && err == nil {
