@@ -12,7 +12,7 @@ import (
 
 // runServerChild is the server child: it serves framework fw on loopback
 // TCP and answers the client child's requests, until its stdin closes.
-func runServerChild(fw *framework, p params) error {
+func runServerChild(fw *framework) error {
 	ctl := newLineConn(os.Stdin, os.Stdout)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -80,6 +80,7 @@ func main() {
 		frameworks: fws,
 		reps:       *reps,
 		params:     p,
+		quick:      *quick,
 	})
 }
 
@@ -95,7 +96,7 @@ func runChild(role, fwName, wlName, addr, paramsJSON string) error {
 	}
 	switch role {
 	case "server":
-		return runServerChild(fw, p)
+		return runServerChild(fw)
 	case "client":
 		wl, err := workloadNamed(wlName)
 		if err != nil {

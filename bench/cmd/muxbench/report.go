@@ -13,6 +13,7 @@ type report struct {
 	frameworks []*framework
 	reps       int
 	params     params
+	quick      bool
 }
 
 // generalDeviations are the departures from the frameworks' defaults, and
@@ -35,6 +36,9 @@ func writeReport(out io.Writer, r results, rp report) {
 	fmt.Fprintf(out, "- Command: `%s`\n", rp.command)
 	fmt.Fprintf(out, "- %d interleaved rep(s); timed measurements %v each after a %v warm-up; each measurement in a fresh server process and client process over loopback TCP\n",
 		rp.reps, rp.params.Duration, rp.params.Warmup)
+	if rp.quick {
+		fmt.Fprintln(out, "- **-quick**: tiny sizes, counts and durations, not those the workloads' names say; for tests, not for comparing")
+	}
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "## Results")
 	fmt.Fprintln(out)

@@ -64,8 +64,8 @@ func summarize(samples []sample, m metric) summary {
 	return summary{median: med, min: vs[0], max: vs[len(vs)-1], ok: true}
 }
 
-// reference is the framework muxrpc is compared with in the ratio
-// columns, and the column's name.
+// ratioColumns are the frameworks muxrpc-native is compared with, each in
+// a column of ratios, and the columns' headings.
 var ratioColumns = []struct{ framework, heading string }{
 	{"grpc", "native vs grpc"},
 	{"drpc", "native vs drpc"},
@@ -88,13 +88,13 @@ func writeTable(out io.Writer, r results, ws []*workload, fws []*framework, metr
 	for _, w := range ws {
 		for _, m := range metricsOf(w) {
 			sums := map[string]summary{}
-			any := false
+			measured := false
 			for _, f := range fws {
 				s := summarize(r[w][f.name], m)
 				sums[f.name] = s
-				any = any || s.ok && s.median != 0
+				measured = measured || s.ok && s.median != 0
 			}
-			if m.optional && !any {
+			if m.optional && !measured {
 				continue
 			}
 			fmt.Fprintf(out, "| %s %s | %s |", w.name, w.about, m.label)

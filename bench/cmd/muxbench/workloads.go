@@ -94,7 +94,7 @@ func never(*framework) bool    { return false }
 // one connection.
 func multiplexed(f *framework) string {
 	if !f.multiplexes {
-		return "n/a: no multiplexing"
+		return "no multiplexing"
 	}
 	return ""
 }
@@ -102,7 +102,7 @@ func multiplexed(f *framework) string {
 // withCallbacks is the applies of W7.
 func withCallbacks(f *framework) string {
 	if !f.callbacks {
-		return "n/a: no calls to the client"
+		return "no calls to the client"
 	}
 	return ""
 }
