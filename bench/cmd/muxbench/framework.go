@@ -62,8 +62,7 @@ type conn interface {
 // A priorityCaller is a conn whose framework can mark a unary call as
 // urgent, to be sent ahead of the bulk data of other calls on the same
 // connection. W8 measures a third phase, under load with urgent calls, on
-// every conn that implements it. No adapter does yet: muxrpc will once its
-// rpc package has a call option for it.
+// every conn that implements it: muxrpc's, with rpc.CallPriority.
 type priorityCaller interface {
 	unaryUrgent(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error)
 }

@@ -131,6 +131,12 @@ func (c *muxrpcConn) unary(ctx context.Context, in *benchpb.Payload) (*benchpb.P
 	return c.client.Unary(ctx, in)
 }
 
+// unaryUrgent makes a unary call at mux.PriorityHigh, so that it goes
+// ahead of the bulk of calls at normal priority on the same session.
+func (c *muxrpcConn) unaryUrgent(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error) {
+	return c.client.Unary(ctx, in, rpc.CallPriority(mux.PriorityHigh))
+}
+
 func (c *muxrpcConn) serverStream(ctx context.Context, req *benchpb.Payload) (receiver, error) {
 	return c.client.ServerStream(ctx, req)
 }
