@@ -58,9 +58,19 @@
 // more handlers than that.
 //
 // Nothing but a writer of data waits on a congested connection: a Write
-// waits for the peer's window and for room in the session's send buffer,
-// and its deadline, Close, Reset and the end of the session end that wait;
-// Close, Reset, and the session's own answers never wait.
+// waits for the peer's window and for its turn in the session's send
+// buffer, and its deadline, Close, Reset and the end of the session end
+// that wait; Close, Reset, and the session's own answers never wait.
+//
+// # Scheduling and priority
+//
+// Streams share the connection fairly: each write to the connection holds
+// a bounded share of each stream's data, and streams with data waiting
+// take turns, so a small message never waits behind another stream's large
+// write. A stream that writes again without reading in between has its
+// frames gathered into batches, one syscall for many messages. Stream.SetPriority
+// orders the streams waiting for a turn: higher priorities go first (see
+// Priority).
 //
 // # GoAway and retry safety
 //

@@ -115,6 +115,7 @@ func TestDocumentedDefaults(t *testing.T) {
 		"Control frame payload":                 maxControlPayload,
 		"GoAway debug data":                     maxGoAwayDebug,
 		"Data queued to send per session":       sendBufferLimit,
+		"One stream's data in a batch":          sendQuantum,
 		"Control frames queued beyond it":       controlBufferLimit,
 		"Read buffer per session":               readBufferSize,
 		"Handshake timeout":                     int64(d.HandshakeTimeout),
