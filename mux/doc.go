@@ -68,9 +68,9 @@
 // a bounded share of each stream's data, and streams with data waiting
 // take turns, so a small message never waits behind another stream's large
 // write. A stream that writes again without reading in between has its
-// frames gathered into batches, one syscall for many messages. Stream.SetPriority
-// orders the streams waiting for a turn: higher priorities go first (see
-// Priority).
+// frames gathered into batches, one syscall for many messages.
+// Stream.SetPriority orders the streams waiting for a turn: higher
+// priorities go first (see Priority).
 //
 // # GoAway and retry safety
 //
