@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -35,6 +36,7 @@ func main() {
 		duration    = flag.Duration("duration", time.Second, "length of each timed measurement (warm-up: a quarter of it)")
 		workloadSel = flag.String("workloads", "", "comma-separated workloads to run (default all: "+names(workloads, func(w *workload) string { return w.name })+")")
 		fwSel       = flag.String("frameworks", "", "comma-separated frameworks to run (default all: "+names(frameworks, func(f *framework) string { return f.name })+")")
+		profileDir  = flag.String("profile", "", "write each side's CPU and allocation profiles of its measured window into this directory, as WORKLOAD-FRAMEWORK-SIDE-{cpu,allocs}.pprof (the last rep's)")
 	)
 	flag.Parse()
 
@@ -51,6 +53,16 @@ func main() {
 		p = quickParams()
 		if !flagSet("reps") {
 			*reps = 1
+		}
+	}
+	if *profileDir != "" {
+		var err error
+		if p.ProfileDir, err = filepath.Abs(*profileDir); err == nil {
+			err = os.MkdirAll(p.ProfileDir, 0o755)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "muxbench: -profile:", err)
+			os.Exit(2)
 		}
 	}
 	ws, err := selected(*workloadSel, workloads, workloadNamed)
@@ -93,6 +105,9 @@ func runChild(role, fwName, wlName, addr, paramsJSON string) error {
 	var p params
 	if err := json.Unmarshal([]byte(paramsJSON), &p); err != nil {
 		return fmt.Errorf("-params: %w", err)
+	}
+	if p.ProfileDir != "" {
+		profilePrefix = filepath.Join(p.ProfileDir, wlName+"-"+fwName+"-"+role)
 	}
 	switch role {
 	case "server":

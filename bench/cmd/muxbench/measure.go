@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"syscall"
@@ -37,10 +39,17 @@ type window struct {
 	metrics []metrics.Sample
 	statm   *os.File
 	buf     [128]byte
+
+	cpuProfile *os.File // with -profile
 }
 
 // sampleEvery is the sampler's period.
 const sampleEvery = 2 * time.Millisecond
+
+// profilePrefix, when set (-profile), names the files into which a window
+// writes this process's CPU profile and allocation profile:
+// profilePrefix-cpu.pprof and profilePrefix-allocs.pprof.
+var profilePrefix string
 
 // beginWindow starts measuring.
 func beginWindow() *window {
@@ -57,9 +66,48 @@ func beginWindow() *window {
 	w.sample()
 	w.done.Add(1)
 	go w.sampler()
+	if profilePrefix != "" {
+		w.startProfile()
+	}
 	runtime.ReadMemStats(&w.start)
 	w.cpu = cpuTime()
 	return w
+}
+
+// startProfile starts the CPU profile of the window and marks the start of
+// its allocation profile; a profile that cannot be written is reported and
+// left out, since the measurement stands without it.
+func (w *window) startProfile() {
+	f, err := os.Create(profilePrefix + "-cpu.pprof")
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "muxbench: profile:", err)
+		return
+	}
+	w.cpuProfile = f
+}
+
+// endProfile stops the CPU profile and writes the allocation profile,
+// which counts allocations since the process started: the children do
+// little before their measurement.
+func (w *window) endProfile() {
+	if w.cpuProfile == nil {
+		return
+	}
+	pprof.StopCPUProfile()
+	w.cpuProfile.Close()
+	f, err := os.Create(profilePrefix + "-allocs.pprof")
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "muxbench: profile:", err)
+	}
 }
 
 // end stops measuring and returns the cost of the window.
@@ -69,6 +117,7 @@ func (w *window) end() cost {
 	runtime.ReadMemStats(&now)
 	close(w.stop)
 	w.done.Wait()
+	w.endProfile()
 	w.sample()
 	if w.statm != nil {
 		w.statm.Close()

@@ -59,7 +59,7 @@ func runAll(ctx context.Context, pl plan) (results, error) {
 func measureOnce(ctx context.Context, exe, paramsJSON string, f *framework, w *workload) (sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, measurementTimeout+30*time.Second)
 	defer cancel()
-	common := []string{"-framework=" + f.name, "-params=" + paramsJSON}
+	common := []string{"-framework=" + f.name, "-workload=" + w.name, "-params=" + paramsJSON}
 
 	srv, err := startChild(ctx, exe, append([]string{"-child=server"}, common...)...)
 	if err != nil {
@@ -74,7 +74,7 @@ func measureOnce(ctx context.Context, exe, paramsJSON string, f *framework, w *w
 		return sample{}, errors.New("server child: " + ready.Err)
 	}
 
-	cli, err := startChild(ctx, exe, append([]string{"-child=client", "-workload=" + w.name, "-addr=" + ready.Addr}, common...)...)
+	cli, err := startChild(ctx, exe, append([]string{"-child=client", "-addr=" + ready.Addr}, common...)...)
 	if err != nil {
 		return sample{}, err
 	}

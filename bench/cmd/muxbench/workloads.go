@@ -28,6 +28,7 @@ type params struct {
 	BidiMessages int           `json:"bidi_messages"`
 	BidiSize     int           `json:"bidi_size"`
 	FloodSize    int           `json:"flood_size"`
+	ProfileDir   string        `json:"profile_dir,omitempty"` // -profile
 }
 
 // defaultParams are the workloads as the report describes them.
