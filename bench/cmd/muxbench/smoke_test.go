@@ -21,7 +21,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestQuickRunReportsEverything builds muxbench and runs it in -quick mode
 // on every framework and workload, then checks that the report has every
 // row and column, a positive number in each cell that applies, and
-// answers checked on every framework.
+// answers checked on every framework, and that -profile left both sides'
+// profiles of each measurement.
 func TestQuickRunReportsEverything(t *testing.T) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -37,7 +38,8 @@ func TestQuickRunReportsEverything(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "-quick")
+	profiles := t.TempDir()
+	cmd := exec.CommandContext(ctx, bin, "-quick", "-profile", profiles)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
@@ -67,6 +69,16 @@ func TestQuickRunReportsEverything(t *testing.T) {
 	for _, want := range []string{"CPU: ", "Go: go", "gRPC-Go v1.85.0", "DRPC v1.0.0", "above 1 means muxrpc-native is better", "serialised"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("the report lacks %q", want)
+		}
+	}
+	for _, w := range []string{"W1", "W4"} {
+		for _, f := range frameworks {
+			for _, file := range []string{"server-cpu", "server-allocs", "client-cpu", "client-allocs"} {
+				name := filepath.Join(profiles, w+"-"+f.name+"-"+file+".pprof")
+				if b, err := os.ReadFile(name); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+					t.Errorf("-profile: %s is not a gzipped profile (%d bytes, %v)", name, len(b), err)
+				}
+			}
 		}
 	}
 	if t.Failed() {
