@@ -48,8 +48,10 @@ type Session struct {
 	// Send path (writer.go): frames are appended to wbuf and one flusher
 	// at a time writes it out.
 	wmu         sync.Mutex
-	wbuf        []byte
+	wbuf        []byte // the open batch
 	wspare      []byte
+	lane        []byte // control frames that go before the open batch
+	laneSpare   []byte
 	rest        []byte        // the unwritten end of a batch handed to writeLoop
 	flusher     flusher       // who writes wbuf now
 	batch       uint32        // counts the batches taken: the open batch's number

@@ -145,7 +145,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			}
 			st.mu.Unlock()
 			if credit > 0 {
-				st.sess.sendControl(frameHeader{length: 4, typ: frameWindowUpdate, streamID: st.id.Load()}, uint32(credit))
+				st.sess.sendCredit(st, credit)
 			}
 			return n, nil
 		}

@@ -29,8 +29,12 @@ import (
 // equal priority take turns one share each, and a small frame waits behind
 // at most one share of every other stream, never behind a large write.
 // A writer also waits while a stream of higher priority waits, so higher
-// priorities go first. Control frames never wait: they join the open
-// batch at once.
+// priorities go first. Control frames never wait: WINDOW_UPDATE, which no
+// other frame needs to precede, goes in a lane of its own that is written
+// before the open batch, so that the peer's credit never waits behind
+// this side's data; the other control frames join the open batch, in the
+// order they answer the peer (a PING's ACK follows the answers to what
+// came before the PING).
 //
 // Locks: wmu may be held while taking a stream's mu or the session's mu,
 // never the other way around; the session's error is recorded by fail,
@@ -265,6 +269,20 @@ func (s *Session) sendControl(h frameHeader, payload ...uint32) {
 	s.flushControlAndUnlock()
 }
 
+// sendCredit queues a WINDOW_UPDATE giving the peer n more bytes on st, in
+// the lane ahead of the open batch: nothing queued before it needs to
+// precede it.
+func (s *Session) sendCredit(st *Stream, n int) {
+	s.wmu.Lock()
+	if s.sendErrLocked() != nil {
+		s.wmu.Unlock()
+		return
+	}
+	s.lane = appendFrameHeader(s.lane, frameHeader{length: 4, typ: frameWindowUpdate, streamID: st.id.Load()})
+	s.lane = binary.BigEndian.AppendUint32(s.lane, uint32(n))
+	s.flushControlAndUnlock()
+}
+
 // flushControlAndUnlock flushes after a control frame was queued and
 // releases wmu. Control frames do not wait for room, so that closing a
 // stream and answering the peer never block; if they pile up far beyond
@@ -272,8 +290,8 @@ func (s *Session) sendControl(h frameHeader, payload ...uint32) {
 // ends.
 func (s *Session) flushControlAndUnlock() {
 	var err error
-	if len(s.wbuf) > controlBufferLimit {
-		err = fmt.Errorf("%w: peer does not read (%d bytes pending)", ErrProtocol, len(s.wbuf))
+	if pending := len(s.wbuf) + len(s.lane); pending > controlBufferLimit {
+		err = fmt.Errorf("%w: peer does not read (%d bytes pending)", ErrProtocol, pending)
 	} else {
 		err = s.flushLocked()
 	}
@@ -333,16 +351,16 @@ func (s *Session) sendErrLocked() error {
 // finding new frames after a few rounds. It returns the connection's
 // error, for the caller to fail the session with once it has released wmu.
 func (s *Session) flushLocked() error {
-	if s.flusher != flushNone || len(s.wbuf) == 0 || s.writeErr != nil {
+	if s.flusher != flushNone || s.nothingQueuedLocked() || s.writeErr != nil {
 		return nil
 	}
 	s.flusher = flushInline
-	for round := 0; len(s.wbuf) > 0; round++ {
+	for round := 0; !s.nothingQueuedLocked(); round++ {
 		if round == 4 {
 			s.handOffLocked(nil)
 			return nil
 		}
-		buf := s.takeBufLocked()
+		buf, lane := s.takeBufLocked()
 		s.wmu.Unlock()
 		n, ok, err := s.sock.tryWrite(buf)
 		s.wmu.Lock()
@@ -355,11 +373,14 @@ func (s *Session) flushLocked() error {
 			s.handOffLocked(buf[n:])
 			return nil
 		}
-		s.recycleLocked(buf)
+		s.recycleLocked(buf, lane)
 	}
 	s.idleLocked()
 	return nil
 }
+
+// nothingQueuedLocked says whether the lane and the open batch are empty.
+func (s *Session) nothingQueuedLocked() bool { return len(s.lane) == 0 && len(s.wbuf) == 0 }
 
 // handOffLocked gives the flush to writeLoop, with rest, the unwritten end
 // of the batch in flight, to write before the buffer.
@@ -371,23 +392,33 @@ func (s *Session) handOffLocked(rest []byte) {
 	signal(s.kick)
 }
 
-// takeBufLocked takes the send buffer for writing and makes room for the
-// writers waiting for it.
-func (s *Session) takeBufLocked() []byte {
-	buf := s.wbuf
-	s.wbuf, s.wspare = s.wspare[:0], nil
-	s.batch++
+// takeBufLocked takes what is queued next for writing: the lane if it
+// holds frames, else the open batch, whose place it gives to a new batch,
+// granting the turns waiting for one. lane says which it took.
+func (s *Session) takeBufLocked() (buf []byte, lane bool) {
 	t := now()
 	s.progressAt.Store(t)
 	s.sentAt.Store(t)
+	if len(s.lane) > 0 {
+		buf = s.lane
+		s.lane, s.laneSpare = s.laneSpare[:0], nil
+		return buf, true
+	}
+	buf = s.wbuf
+	s.wbuf, s.wspare = s.wspare[:0], nil
+	s.batch++
 	s.grantTurnsLocked()
-	return buf
+	return buf, false
 }
 
-// recycleLocked keeps a written buffer for the next batch, unless it grew
-// too large to keep.
-func (s *Session) recycleLocked(buf []byte) {
-	if cap(buf) <= 4*sendBufferLimit {
+// recycleLocked keeps a written buffer for the next batch or lane,
+// unless it grew too large to keep.
+func (s *Session) recycleLocked(buf []byte, lane bool) {
+	switch {
+	case cap(buf) > 4*sendBufferLimit:
+	case lane:
+		s.laneSpare = buf[:0]
+	default:
 		s.wspare = buf[:0]
 	}
 }
@@ -398,7 +429,7 @@ func (s *Session) idleLocked() {
 	s.flusher = flushNone
 	s.progressAt.Store(0)
 	s.grantTurnsLocked()
-	if s.sent != nil && (len(s.wbuf) == 0 || s.writeErr != nil) {
+	if s.sent != nil && (s.nothingQueuedLocked() || s.writeErr != nil) {
 		close(s.sent)
 		s.sent = nil
 	}
@@ -415,7 +446,7 @@ func (s *Session) writeLoop() {
 			return
 		}
 		s.wmu.Lock()
-		if s.flusher == flushNone && len(s.wbuf) > 0 && s.writeErr == nil {
+		if s.flusher == flushNone && !s.nothingQueuedLocked() && s.writeErr == nil {
 			s.flusher = flushLoop
 		}
 		if s.flusher != flushLoop {
@@ -425,11 +456,12 @@ func (s *Session) writeLoop() {
 		var err error
 		for err == nil {
 			var buf []byte
+			lane := false
 			switch {
 			case s.rest != nil:
 				buf, s.rest = s.rest, nil
-			case len(s.wbuf) > 0:
-				buf = s.takeBufLocked()
+			case !s.nothingQueuedLocked():
+				buf, lane = s.takeBufLocked()
 			}
 			if buf == nil {
 				break
@@ -440,7 +472,7 @@ func (s *Session) writeLoop() {
 			if err != nil {
 				s.writeErr = err
 			} else {
-				s.recycleLocked(buf)
+				s.recycleLocked(buf, lane) // a batch's unwritten end is a buffer still
 			}
 		}
 		s.idleLocked()
@@ -466,7 +498,7 @@ func (s *Session) progressed(drained bool) {
 // be nil.
 func (s *Session) waitSent(timeout <-chan time.Time, stop <-chan struct{}) {
 	s.wmu.Lock()
-	if s.writeErr != nil || len(s.wbuf) == 0 && s.rest == nil && s.flusher == flushNone {
+	if s.writeErr != nil || s.nothingQueuedLocked() && s.rest == nil && s.flusher == flushNone {
 		s.wmu.Unlock()
 		return
 	}
