@@ -87,3 +87,101 @@ func BenchmarkServerStream(b *testing.B) {
 		})
 	}
 }
+
+// benchPeerWith returns a peer connected to a server of impl on transport
+// tr, both torn down when the benchmark ends.
+func benchPeerWith(b *testing.B, tr mux.Transport, impl echoServer) echoClient {
+	srv := NewServer(muxOpt(tr))
+	srv.RegisterService(&echoDesc, impl)
+	addr := serve(b, srv)
+	return echoClient{dial(b, addr, muxOpt(tr))}
+}
+
+// BenchmarkUnaryLarge measures a unary echo of a 1 MiB message by four
+// concurrent callers on one connection; the handler returns its request,
+// so that the allocations (both ends) are the framework's and the
+// unmarshalling's. The bytes count one direction.
+func BenchmarkUnaryLarge(b *testing.B) {
+	const size, callers = 1 << 20, 4
+	echo := &funcEcho{unary: func(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return in, nil
+	}}
+	for _, tr := range transports {
+		b.Run(tr.String(), func(b *testing.B) {
+			c := benchPeerWith(b, tr, echo)
+			ctx := context.Background()
+			req := wrapperspb.String(string(make([]byte, size)))
+			b.SetBytes(size)
+			b.ReportAllocs()
+			var wg sync.WaitGroup
+			work := make(chan struct{}, b.N)
+			for range b.N {
+				work <- struct{}{}
+			}
+			close(work)
+			b.ResetTimer()
+			for range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range work {
+						resp, err := c.Unary(ctx, req)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if len(resp.Value) != size {
+							b.Errorf("echoed %d bytes, want %d", len(resp.Value), size)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// BenchmarkServerStreamMany measures receiving one 1 KiB message of a
+// server stream of many: each op is one message, the stream's share of
+// setup spread over streamLen of them.
+func BenchmarkServerStreamMany(b *testing.B) {
+	const streamLen = 10000
+	msg := wrapperspb.String(string(make([]byte, 1022))) // 1 KiB encoded, with its tag and length
+	echo := &funcEcho{serverStream: func(in *wrapperspb.StringValue, s ServerStreamingServer[wrapperspb.StringValue]) error {
+		for range len(in.Value) {
+			if err := s.Send(msg); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	for _, tr := range transports {
+		b.Run(tr.String(), func(b *testing.B) {
+			c := benchPeerWith(b, tr, echo)
+			ctx := context.Background()
+			b.SetBytes(1 << 10)
+			b.ReportAllocs()
+			for left := b.N; left > 0; {
+				n := min(left, streamLen)
+				left -= n
+				s, err := c.ServerStream(ctx, wrapperspb.String(string(make([]byte, n))))
+				if err != nil {
+					b.Fatal(err)
+				}
+				got := 0
+				for {
+					if _, err := s.Recv(); err == io.EOF {
+						break
+					} else if err != nil {
+						b.Fatal(err)
+					}
+					got++
+				}
+				if got != n {
+					b.Fatalf("received %d messages, want %d", got, n)
+				}
+			}
+		})
+	}
+}
