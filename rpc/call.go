@@ -86,9 +86,15 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 		})
 		defer stop()
 	}
-	bp := getBuf()
+	out, err := newRequest(req)
+	if err != nil {
+		return err
+	}
+	// One buffer of the right size for the whole write, so that the
+	// message is encoded once into it and never moved.
+	bp := getBuf(callHeaderLen(method, md) + out.partLen() + partPrefixLen)
 	b := appendCallHeader((*bp)[:0], method, timeout, cfg.priority, md)
-	b, err = appendRequest(b, req, cfg.maxSend)
+	b, err = out.appendPart(b, cfg.maxSend)
 	if err != nil {
 		*bp = b
 		putBuf(bp)
@@ -158,14 +164,23 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 // noAbort stands for the abort flag of a call whose context cannot end.
 var noAbort = new(atomic.Bool)
 
-// appendRequest appends the request m as a message part. A nil request
-// goes out as an empty message, as in gRPC, whose generic clients call
-// so (a typed nil pointer encodes as one already).
-func appendRequest(b []byte, m any, limit int) ([]byte, error) {
+// newRequest prepares the request m for sending. A nil request goes out
+// as an empty message, as in gRPC, whose generic clients call so (a typed
+// nil pointer encodes as one already).
+func newRequest(m any) (outMessage, error) {
 	if m == nil {
-		return appendEmptyPart(b, partMessage), nil
+		return outMessage{}, nil
 	}
-	return appendMessage(b, m, limit)
+	return newOutMessage(m)
+}
+
+// appendRequest appends the request m as a message part.
+func appendRequest(b []byte, m any, limit int) ([]byte, error) {
+	out, err := newRequest(m)
+	if err != nil {
+		return b, err
+	}
+	return out.appendPart(b, limit)
 }
 
 // misplacedHeader returns the error of a call whose callee sent a response

@@ -1,8 +1,6 @@
 package rpc
 
 import (
-	"sync"
-
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -11,22 +9,56 @@ import (
 // Messages are protocol buffers, encoded straight into the part that
 // carries them.
 
-// appendMessage appends m as a message part, or fails with the status the
-// call should end with.
-func appendMessage(b []byte, m any, limit int) ([]byte, error) {
+// outMessage is a message to send, its encoded size computed once: the
+// buffer its part is assembled in is sized from it, and the encoding
+// reuses it.
+type outMessage struct {
+	pm   proto.Message // nil: an empty message
+	size int
+}
+
+// newOutMessage prepares m for sending, or fails with the status the call
+// should end with.
+func newOutMessage(m any) (outMessage, error) {
 	pm, ok := m.(proto.Message)
 	if !ok {
-		return b, status.Errorf(codes.Internal, "rpc: message of type %T is not a protocol buffer", m)
+		return outMessage{}, status.Errorf(codes.Internal, "rpc: message of type %T is not a protocol buffer", m)
 	}
+	return outMessage{pm: pm, size: proto.Size(pm)}, nil
+}
+
+// partLen returns the length of the message's part.
+func (o outMessage) partLen() int { return partPrefixLen + o.size }
+
+// appendPart appends the message's part, or fails with the status the
+// call should end with: an encoding error, or ResourceExhausted for a
+// message over limit.
+func (o outMessage) appendPart(b []byte, limit int) ([]byte, error) {
 	b, start := beginPart(b, partMessage)
-	b, err := proto.MarshalOptions{}.MarshalAppend(b, pm)
+	if o.pm == nil {
+		return b, nil
+	}
+	// A message over limit is encoded all the same, since an encoding
+	// error says more and comes first.
+	opts := proto.MarshalOptions{UseCachedSize: o.size <= limit}
+	b, err := opts.MarshalAppend(b, o.pm)
 	if err != nil {
-		return b[:start], status.Errorf(codes.Internal, "rpc: encoding %T: %v", m, err)
+		return b[:start], status.Errorf(codes.Internal, "rpc: encoding %T: %v", o.pm, err)
 	}
 	if n := len(b) - start - partPrefixLen; n > limit {
 		return b[:start], status.Errorf(codes.ResourceExhausted, "trying to send message larger than max (%d vs. %d)", n, limit)
 	}
 	return endPart(b, start), nil
+}
+
+// appendMessage appends m as a message part, or fails with the status the
+// call should end with.
+func appendMessage(b []byte, m any, limit int) ([]byte, error) {
+	o, err := newOutMessage(m)
+	if err != nil {
+		return b, err
+	}
+	return o.appendPart(b, limit)
 }
 
 // decodeMessage decodes p into m; m does not keep p.
@@ -36,20 +68,4 @@ func decodeMessage(p []byte, m any) error {
 		return status.Errorf(codes.Internal, "rpc: message of type %T is not a protocol buffer", m)
 	}
 	return proto.Unmarshal(p, pm)
-}
-
-// bufPool recycles the buffers that calls assemble their writes in.
-var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, 1024)
-	return &b
-}}
-
-func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
-
-func putBuf(bp *[]byte) {
-	if cap(*bp) > 64<<10 {
-		return
-	}
-	*bp = (*bp)[:0]
-	bufPool.Put(bp)
 }

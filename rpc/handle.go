@@ -32,7 +32,8 @@ type serverCall struct {
 	// guards the fields down to mu.
 	rmu         sync.Mutex
 	r           partReader
-	request     []byte // the unary request; aliases r's buffer
+	request     []byte  // the unary request; aliases requestBox's buffer
+	requestBox  *[]byte // the pooled buffer the request was read into, taken from r
 	recvErr     error  // why RecvMsg can read no further
 	clientEnded bool   // the caller's end part arrived
 	over        bool   // the call has ended: nothing more is read
@@ -156,7 +157,8 @@ func (c *serverCall) serveUnary() {
 		c.fail(status.New(codes.InvalidArgument, "unary call without a request message"))
 		return
 	}
-	c.request = payload
+	// The request keeps its buffer, whatever parts follow it.
+	c.request, c.requestBox = payload, c.r.take()
 	if kind, _, err = c.r.next(); err != nil || kind != partClientEnd {
 		c.fail(afterRequestStatus(c, "unary", kind, err))
 		return
@@ -170,17 +172,25 @@ func (c *serverCall) serveUnary() {
 		c.fail(handlerStatus(err))
 		return
 	}
-	bp := getBuf()
-	defer putBuf(bp)
+	out, err := newOutMessage(resp)
+	if err != nil {
+		c.fail(status.Convert(err))
+		return
+	}
 	c.mu.Lock()
 	if c.ended { // at its deadline, say
 		c.mu.Unlock()
 		return
 	}
+	// One buffer of the right size for the whole write, so that the
+	// message is encoded once into it and never moved.
+	bp := getBuf(c.pendingHeaderLen() + out.partLen() + partPrefixLen + metadataLen(c.trailer))
+	defer putBuf(bp)
 	b := c.appendPendingHeader((*bp)[:0])
-	b, err = appendMessage(b, resp, c.peer.srv.cfg.peer.maxSend)
+	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend)
 	if err != nil {
 		c.mu.Unlock()
+		*bp = b
 		c.fail(status.Convert(err))
 		return
 	}
@@ -241,6 +251,10 @@ func (c *serverCall) finish() {
 	c.rmu.Lock()
 	c.over = true
 	c.request = nil
+	if c.requestBox != nil {
+		putBuf(c.requestBox)
+		c.requestBox = nil
+	}
 	c.r.release()
 	c.rmu.Unlock()
 }
@@ -360,13 +374,13 @@ func (c *serverCall) fail(s *status.Status) error { return c.end(s, false) }
 // end is fail; byExpire also leaves the stream to expire to end (see
 // finish), in the same step that claims the end of the call.
 func (c *serverCall) end(s *status.Status, byExpire bool) error {
-	bp := getBuf()
-	defer putBuf(bp)
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
 		return errCallEnded
 	}
+	bp := getBuf(0)
+	defer putBuf(bp)
 	c.ended, c.expiring = true, byExpire
 	b := c.appendPendingHeader((*bp)[:0])
 	b = appendTrailer(b, statusTrailer(s, c.trailer))
@@ -374,6 +388,15 @@ func (c *serverCall) end(s *status.Status, byExpire bool) error {
 	*bp = b
 	_, err := c.st.WriteLast(b)
 	return err
+}
+
+// pendingHeaderLen returns the length of what appendPendingHeader would
+// append. The caller holds c.mu.
+func (c *serverCall) pendingHeaderLen() int {
+	if c.headerSent || len(c.header) == 0 {
+		return 0
+	}
+	return partPrefixLen + metadataLen(c.header)
 }
 
 // appendPendingHeader appends the response header if it is due and not
@@ -449,8 +472,7 @@ func (c *serverCall) setTrailer(md metadata.MD) error {
 // SendMsg sends one response message, waiting while the caller's window is
 // full.
 func (c *serverCall) SendMsg(m any) error {
-	bp := getBuf()
-	defer putBuf(bp)
+	out, err := newOutMessage(m)
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
@@ -459,9 +481,14 @@ func (c *serverCall) SendMsg(m any) error {
 		}
 		return status.Error(codes.Internal, "rpc: SendMsg after the call ended")
 	}
+	bp := getBuf(c.pendingHeaderLen() + out.partLen())
+	defer putBuf(bp)
 	b := c.appendPendingHeader((*bp)[:0])
 	c.mu.Unlock()
-	b, err := appendMessage(b, m, c.peer.srv.cfg.peer.maxSend)
+	if err != nil {
+		return err
+	}
+	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend)
 	*bp = b
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -281,6 +280,28 @@ func appendMetadata(b []byte, field protowire.Number, md metadata.MD) []byte {
 	return b
 }
 
+// metadataLen returns the length of what appendMetadata appends for md.
+func metadataLen(md metadata.MD) int {
+	n := 0
+	for k, vs := range md {
+		if reservedKey(k) {
+			continue
+		}
+		for _, v := range vs {
+			e := entrySize(k, v)
+			n += 1 + protowire.SizeVarint(uint64(e)) + e // fields 1 to 15 take a one-byte tag
+		}
+	}
+	return n
+}
+
+// callHeaderLen returns at least the length of the call header part that
+// appendCallHeader appends.
+func callHeaderLen(method string, md metadata.MD) int {
+	return partPrefixLen + 1 + protowire.SizeBytes(len(method)) + 1 + protowire.SizeVarint(math.MaxUint64) + metadataLen(md) +
+		1 + protowire.SizeVarint(protowire.EncodeZigZag(math.MinInt8)) // the priority
+}
+
 func entrySize(k, v string) int {
 	return 2 + protowire.SizeBytes(len(k)) + protowire.SizeBytes(len(v))
 }
@@ -371,6 +392,15 @@ func (r *partReader) release() {
 	}
 }
 
+// take returns the buffer the last payload was read into, which is now
+// the caller's to put back in the pool; the next part is read into
+// another.
+func (r *partReader) take() *[]byte {
+	bp := r.box
+	r.box = nil
+	return bp
+}
+
 // readFull reads exactly len(p) bytes: io.EOF if the stream ended before
 // the first, io.ErrUnexpectedEOF if it ended after.
 func (r *partReader) readFull(p []byte) error {
@@ -439,18 +469,31 @@ func (r *partReader) next() (byte, []byte, error) {
 // minPayloadGrowth is the least a payload buffer grows by.
 const minPayloadGrowth = 4 << 10
 
-// readPayload reads a payload of n bytes into the reader's buffer. The
-// buffer grows as the bytes arrive, each time by at most what has been
-// read so far (or minPayloadGrowth): a length prefix costs its sender
-// five bytes, and must not make this side allocate the size it announces.
+// readPayload reads a payload of n bytes into the reader's buffer. Where
+// the pool has a buffer of that size, the payload is read straight into
+// it. Otherwise the buffer grows as the bytes arrive, each time by at most
+// what has been read so far (or minPayloadGrowth): a length prefix costs
+// its sender five bytes, and must not make this side allocate the size it
+// announces.
 func (r *partReader) readPayload(n int) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	if r.box == nil || cap(*r.box) < n {
+		if bp := pooledBuf(n); bp != nil {
+			if r.box != nil {
+				putBuf(r.box)
+			}
+			r.box = bp
+		}
+	}
 	if r.box == nil {
-		r.box = getBuf()
+		r.box = getBuf(min(n, minPayloadGrowth))
 	}
 	p := (*r.box)[:0]
 	for len(p) < n {
 		if len(p) == cap(p) {
-			p = slices.Grow(p, min(n-len(p), max(len(p), minPayloadGrowth)))
+			r.box, p = growBuf(r.box, p, min(n-len(p), max(len(p), minPayloadGrowth)))
 		}
 		end := min(n, cap(p))
 		err := r.readFull(p[len(p):end])
