@@ -84,8 +84,8 @@ const deliverAhead = defaultMaxFrameSize
 // reserveLocked makes room for n more bytes after rbuf's length and
 // returns that room.
 func (st *Stream) reserveLocked(n int) []byte {
-	if st.rbuf == nil && n <= pooledBufferSize {
-		st.takeRecvBufLocked()
+	if st.rbox == nil {
+		st.takeRecvBufLocked(n)
 	}
 	if st.roff == len(st.rbuf) {
 		st.rbuf, st.roff = st.rbuf[:0], 0
@@ -95,9 +95,13 @@ func (st *Stream) reserveLocked(n int) []byte {
 		if unread+n <= cap(st.rbuf) {
 			copy(st.rbuf, st.rbuf[st.roff:])
 		} else {
-			grown := make([]byte, unread, max(unread+n, 2*cap(st.rbuf), 512))
-			copy(grown, st.rbuf[st.roff:])
-			st.rbuf = grown
+			// A pooled buffer of the next class up, at least: the buffer
+			// doubles, so a stream that receives much moves its bytes few
+			// times.
+			grown := getRecvBuf(max(unread+n, 2*cap(st.rbuf)))
+			*grown = append(*grown, st.rbuf[st.roff:]...)
+			putRecvBuf(st.rbox)
+			st.rbox, st.rbuf = grown, *grown
 		}
 		st.rbuf, st.roff = st.rbuf[:unread], 0
 	}

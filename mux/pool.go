@@ -1,36 +1,72 @@
 package mux
 
-import "sync"
+import (
+	"math/bits"
+	"sync"
+)
 
 // Streams are short-lived in RPC use, so the buffers and channels a stream
 // needs are recycled when the stream is closed, instead of allocated anew
 // for every call.
 
+// Receive buffers come in size classes, powers of two from
+// minRecvBufClass to maxRecvBufClass, so that a stream that received a
+// mebibyte recycles its buffer as one that received a few bytes does. A
+// buffer past the largest class is left to the garbage collector, and
+// sync.Pool lets go of what a quiet process no longer uses.
 const (
-	pooledBufferSize = 1 << 10
-	maxPooledBuffer  = 64 << 10
+	minRecvBufClass = 10 // 1 KiB
+	maxRecvBufClass = 20 // 1 MiB: four times the default StreamWindow
 )
 
 var (
-	recvBufPool = sync.Pool{New: func() any {
-		b := make([]byte, 0, pooledBufferSize)
-		return &b
-	}}
-	wakePool = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
+	// recvBufPools holds the receive buffers of each size class: those of
+	// class c have a capacity of at least 1<<c bytes.
+	recvBufPools [maxRecvBufClass - minRecvBufClass + 1]sync.Pool
+	wakePool     = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
 )
 
-// takeRecvBufLocked gives the stream a pooled receive buffer.
-func (st *Stream) takeRecvBufLocked() {
-	st.rbox = recvBufPool.Get().(*[]byte)
+// getRecvBuf returns an empty receive buffer with room for at least n
+// bytes, from the pool of its class if it has one.
+func getRecvBuf(n int) *[]byte {
+	c := minRecvBufClass
+	if n > 1<<minRecvBufClass {
+		c = bits.Len(uint(n - 1))
+	}
+	if c > maxRecvBufClass {
+		b := make([]byte, 0, n)
+		return &b
+	}
+	if bp, ok := recvBufPools[c-minRecvBufClass].Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, 1<<c)
+	return &b
+}
+
+// putRecvBuf returns bp's buffer to the pool of the largest class it can
+// serve, or drops it. Nothing may refer to the buffer any more.
+func putRecvBuf(bp *[]byte) {
+	c := bits.Len(uint(cap(*bp))) - 1 // 1<<c <= cap
+	if c < minRecvBufClass || c > maxRecvBufClass {
+		return
+	}
+	*bp = (*bp)[:0]
+	recvBufPools[c-minRecvBufClass].Put(bp)
+}
+
+// takeRecvBufLocked gives the stream a pooled receive buffer with room for
+// at least n bytes.
+func (st *Stream) takeRecvBufLocked(n int) {
+	st.rbox = getRecvBuf(n)
 	st.rbuf, st.roff = (*st.rbox)[:0], 0
 }
 
 // releaseRecvBufLocked returns the receive buffer to the pool. The reader
 // goroutine must not be filling it.
 func (st *Stream) releaseRecvBufLocked() {
-	if st.rbox != nil && cap(st.rbuf) <= maxPooledBuffer {
-		*st.rbox = st.rbuf[:0]
-		recvBufPool.Put(st.rbox)
+	if st.rbox != nil {
+		putRecvBuf(st.rbox)
 	}
 	st.rbox, st.rbuf, st.roff = nil, nil, 0
 }
