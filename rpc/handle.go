@@ -34,9 +34,9 @@ type serverCall struct {
 	r           partReader
 	request     []byte  // the unary request; aliases requestBox's buffer
 	requestBox  *[]byte // the pooled buffer the request was read into, taken from r
-	recvErr     error  // why RecvMsg can read no further
-	clientEnded bool   // the caller's end part arrived
-	over        bool   // the call has ended: nothing more is read
+	recvErr     error   // why RecvMsg can read no further
+	clientEnded bool    // the caller's end part arrived
+	over        bool    // the call has ended: nothing more is read
 
 	headerSent bool       // guarded by mu, and placed here to save padding
 	ended      bool       // the trailer is out; guarded by mu
