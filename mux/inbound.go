@@ -63,7 +63,7 @@ func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
 		st.rbuf = st.rbuf[:len(st.rbuf)+k]
 	}
 	if !end {
-		if st.readWake != nil {
+		if st.readers > 0 { // else a later Read finds the bytes without waiting
 			signal(st.readWake)
 		}
 		st.mu.Unlock()

@@ -27,20 +27,20 @@ var (
 )
 
 // getRecvBuf returns an empty receive buffer with room for at least n
-// bytes, from the pool of its class if it has one.
+// bytes, from the pool of its class if it has one. One it allocates has
+// room for n bytes, or 1<<minRecvBufClass, and no more: the peer's
+// bytes decide how much a stream's buffer costs, not its size class.
 func getRecvBuf(n int) *[]byte {
 	c := minRecvBufClass
 	if n > 1<<minRecvBufClass {
 		c = bits.Len(uint(n - 1))
 	}
-	if c > maxRecvBufClass {
-		b := make([]byte, 0, n)
-		return &b
+	if c <= maxRecvBufClass {
+		if bp, ok := recvBufPools[c-minRecvBufClass].Get().(*[]byte); ok {
+			return bp
+		}
 	}
-	if bp, ok := recvBufPools[c-minRecvBufClass].Get().(*[]byte); ok {
-		return bp
-	}
-	b := make([]byte, 0, 1<<c)
+	b := make([]byte, 0, max(n, 1<<minRecvBufClass))
 	return &b
 }
 

@@ -44,10 +44,13 @@ func (s *Session) readLoop() {
 	}
 }
 
-// maxIdleReaders bounds the goroutines that wait in idle. One is enough
-// for calls one after another to start no goroutine, and more did not help
-// under load; each costs an idle session a parked goroutine.
-const maxIdleReaders = 1
+// maxIdleReaders bounds the goroutines that wait in idle; each costs an
+// idle session a parked goroutine. With one, calls one after another
+// started a goroutine every other call: the caller's next call often
+// arrives before the goroutine that served the last one, its answer
+// written, has come back to idle. Two leave one waiting then too (a
+// goroutine per 30 calls, measured); more did not help under load.
+const maxIdleReaders = 2
 
 // idle waits until this goroutine is to read again, and reports false
 // when it should exit instead: enough goroutines wait already, or the

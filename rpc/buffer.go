@@ -31,18 +31,28 @@ func classFor(n int) int {
 }
 
 // getBuf returns an empty pooled buffer with room for at least n bytes,
-// allocating one when its class has none.
+// allocating one of the whole class when the class has none, so that it
+// goes back to the pool that the next request of its size takes from.
 func getBuf(n int) *[]byte {
 	if bp := pooledBuf(n); bp != nil {
 		return bp
 	}
-	c := classFor(n)
-	if c > maxBufClass {
-		b := make([]byte, 0, n)
-		return &b
-	}
-	b := make([]byte, 0, 1<<c)
+	return newBuf(classCap(n))
+}
+
+// newBuf allocates an empty buffer with room for n bytes.
+func newBuf(n int) *[]byte {
+	b := make([]byte, 0, n)
 	return &b
+}
+
+// classCap returns the capacity of the buffers of n's class, or n past
+// the largest class.
+func classCap(n int) int {
+	if c := classFor(n); c <= maxBufClass {
+		return 1 << c
+	}
+	return n
 }
 
 // pooledBuf returns an empty pooled buffer with room for at least n bytes,
@@ -72,13 +82,17 @@ func putBuf(bp *[]byte) {
 
 // growBuf makes room for n more bytes after b, a prefix of bp's buffer.
 // Where the buffer is too small, it copies b into a pooled buffer large
-// enough and returns bp's buffer to the pool. It returns the box of the
-// buffer b now lives in, and b.
+// enough, or a new one of exactly that size when the pool has none, and
+// returns bp's buffer to the pool. It returns the box of the buffer b now
+// lives in, and b.
 func growBuf(bp *[]byte, b []byte, n int) (*[]byte, []byte) {
 	if cap(b)-len(b) >= n {
 		return bp, b
 	}
-	grown := getBuf(len(b) + n)
+	grown := pooledBuf(len(b) + n)
+	if grown == nil {
+		grown = newBuf(len(b) + n)
+	}
 	*grown = append(*grown, b...)
 	putBuf(bp)
 	return grown, *grown

@@ -173,3 +173,22 @@ func fill(seed, n int) string {
 	}
 	return b.String()
 }
+
+// TestPayloadGrowthFollowsTheBytes checks the rule a payload buffer grows
+// by, toward a payload of any announced size: never by more than what has
+// been read (or minPayloadGrowth), always by something, and up to whole
+// size classes where the rule allows.
+func TestPayloadGrowthFollowsTheBytes(t *testing.T) {
+	for _, n := range []int{1, 4 << 10, 10000, 1 << 20, 1<<20 + 5, 64 << 20} {
+		for read := minPayloadGrowth; read < n; {
+			g := payloadGrowth(read, n)
+			if g < 1 || g > max(read, minPayloadGrowth) {
+				t.Fatalf("payloadGrowth(%d, %d) = %d", read, n, g)
+			}
+			if c := read + g; c < n && c != classCap(c) {
+				t.Errorf("payloadGrowth(%d, %d) grows to %d, not a whole class", read, n, c)
+			}
+			read += g
+		}
+	}
+}

@@ -469,6 +469,16 @@ func (r *partReader) next() (byte, []byte, error) {
 // minPayloadGrowth is the least a payload buffer grows by.
 const minPayloadGrowth = 4 << 10
 
+// payloadGrowth returns how much a payload buffer of read bytes grows by,
+// toward a payload of n: enough for the rest, but at most what has been
+// read (or minPayloadGrowth); within that, up to the capacity of its size
+// class, so that it goes back to the pool the next payload of its size
+// takes from.
+func payloadGrowth(read, n int) int {
+	most := read + max(read, minPayloadGrowth)
+	return min(classCap(min(n, most)), most) - read
+}
+
 // readPayload reads a payload of n bytes into the reader's buffer. Where
 // the pool has a buffer of that size, the payload is read straight into
 // it. Otherwise the buffer grows as the bytes arrive, each time by at most
@@ -480,20 +490,23 @@ func (r *partReader) readPayload(n int) ([]byte, error) {
 		return nil, nil
 	}
 	if r.box == nil || cap(*r.box) < n {
-		if bp := pooledBuf(n); bp != nil {
+		bp := pooledBuf(n)
+		if bp == nil && (r.box == nil || cap(*r.box) < minPayloadGrowth) {
+			// Growth starts at minPayloadGrowth, so that the buffer
+			// doubles through whole size classes.
+			bp = getBuf(min(n, minPayloadGrowth))
+		}
+		if bp != nil {
 			if r.box != nil {
 				putBuf(r.box)
 			}
 			r.box = bp
 		}
 	}
-	if r.box == nil {
-		r.box = getBuf(min(n, minPayloadGrowth))
-	}
 	p := (*r.box)[:0]
 	for len(p) < n {
 		if len(p) == cap(p) {
-			r.box, p = growBuf(r.box, p, min(n-len(p), max(len(p), minPayloadGrowth)))
+			r.box, p = growBuf(r.box, p, payloadGrowth(len(p), n))
 		}
 		end := min(n, cap(p))
 		err := r.readFull(p[len(p):end])
