@@ -61,7 +61,7 @@ type Stream struct {
 	aborted     bool  // OnAbort's condition was met
 	onAbort     func()
 	rbuf        []byte  // received bytes are rbuf[roff:]
-	rbox        *[]byte // rbuf's pool box, if it came from the pool
+	rbox        *[]byte // rbuf's pool box: set whenever rbuf is, given back when rbuf goes
 	roff        int
 	delivering  bool  // the reader goroutine is filling rbuf past len
 	turnGranted bool  // a flusher gave this stream's writer a turn in the open batch

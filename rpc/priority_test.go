@@ -3,10 +3,12 @@ package rpc
 import (
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -61,4 +63,20 @@ func TestCallPriorityReachesTheCallee(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestCallHeaderLenBoundsEveryCallHeader checks that the room the caller
+// reserves for a call header (callHeaderLen) is never less than what
+// appendCallHeader writes, whatever its priority, timeout and metadata.
+func TestCallHeaderLenBoundsEveryCallHeader(t *testing.T) {
+	for _, md := range []metadata.MD{nil, metadata.Pairs("k", "v", "x-bin", "\x00\xff", "k", strings.Repeat("v", 300))} {
+		for _, timeout := range []time.Duration{0, time.Microsecond, maxTimeout} {
+			for _, p := range []mux.Priority{mux.PriorityNormal, mux.PriorityHigh, mux.PriorityLow, 127, -128} {
+				method := "/test.Echo/" + strings.Repeat("m", 200)
+				if got, room := len(appendCallHeader(nil, method, timeout, p, md)), callHeaderLen(method, md); got > room {
+					t.Errorf("priority %d, timeout %v, %d metadata keys: the call header takes %d bytes, callHeaderLen reserves %d", p, timeout, len(md), got, room)
+				}
+			}
+		}
+	}
 }
