@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"testing"
@@ -60,5 +61,44 @@ func TestRecvBuffersRecycledIntact(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestDrainedStreamHoldsNoBuffer checks that a stream whose input has all
+// been read gives its receive buffer back, so that a session of many
+// streams waiting for input holds no buffer for them, and that input
+// arriving later is read intact.
+func TestDrainedStreamHoldsNoBuffer(t *testing.T) {
+	cs, ss := pair(t, nil, nil)
+	ctx := testCtx(t, 10*time.Second)
+	out, err := cs.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	holds := func(st *Stream) bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.rbox != nil
+	}
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 64)
+	var in *Stream
+	for round := range 3 {
+		if _, err := out.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if in == nil {
+			if in, err = ss.Accept(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+		}
+		got := make([]byte, len(msg))
+		if err := readFullStream(in, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("round %d: read %d bytes, %v; want the %d written", round, len(got), err, len(msg))
+		}
+		if holds(in) {
+			t.Fatalf("round %d: the drained stream still holds its receive buffer", round)
+		}
 	}
 }

@@ -139,6 +139,9 @@ func (st *Stream) Read(p []byte) (int, error) {
 		if st.roff < len(st.rbuf) && !st.closed {
 			n := copy(p, st.rbuf[st.roff:])
 			st.roff += n
+			if st.roff == len(st.rbuf) && !st.delivering {
+				st.releaseRecvBufLocked() // a stream waiting for input holds no buffer
+			}
 			credit := st.creditLocked(n)
 			if st.roff < len(st.rbuf) && st.readers > 0 {
 				signal(st.readWake) // another reader may take the rest

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -191,4 +192,41 @@ func TestPayloadGrowthFollowsTheBytes(t *testing.T) {
 			read += g
 		}
 	}
+}
+
+// TestStreamWaitingForMessagesHoldsNoBuffer checks that a streaming
+// caller that has received its messages holds no payload buffer while it
+// waits for the next, so that many open streams cost no buffers.
+func TestStreamWaitingForMessagesHoldsNoBuffer(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		srv := NewServer(muxOpt(tr))
+		srv.RegisterService(&echoDesc, &echoImpl{name: "s"})
+		c := echoClient{dial(t, serve(t, srv), muxOpt(tr))}
+		ctx := testCtx(t, 10*time.Second)
+		bidi, err := c.Bidi(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := bidi.(*GenericClientStream[wrapperspb.StringValue, wrapperspb.StringValue]).ClientStream.(*clientStream)
+		for i := range 3 {
+			msg := strings.Repeat("x", 1000*(i+1))
+			if err := bidi.Send(wrapperspb.String(msg)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := bidi.Recv()
+			if err != nil || got.Value != "s:"+msg {
+				t.Fatalf("message %d: %d bytes, %v", i, len(got.GetValue()), err)
+			}
+			cs.rmu.Lock()
+			held := cs.r.box != nil
+			cs.rmu.Unlock()
+			if held {
+				t.Fatalf("after message %d the stream still holds its payload buffer", i)
+			}
+		}
+		bidi.CloseSend()
+		if _, err := bidi.Recv(); err != io.EOF {
+			t.Fatalf("after CloseSend: %v, want io.EOF", err)
+		}
+	})
 }

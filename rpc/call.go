@@ -434,6 +434,7 @@ func (cs *clientStream) RecvMsg(m any) error {
 	if err := decodeMessage(payload, m); err != nil {
 		return cs.finishLocked(grpcstatus.Errorf(codes.Internal, "rpc: malformed response for %s: %v", cs.method, err))
 	}
+	cs.r.release() // a stream waiting for its next message holds no buffer
 	if !cs.desc.ServerStreams {
 		// One response only: the trailer follows and says how the call ended.
 		kind, _, err := cs.nextLocked(false)

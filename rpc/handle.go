@@ -539,6 +539,7 @@ func (c *serverCall) RecvMsg(m any) error {
 	if err := c.decode(payload, m); err != nil {
 		return err
 	}
+	c.r.release() // a handler waiting for the next message holds no buffer
 	if !c.m.stream.ClientStreams {
 		// One request only: its end part follows in the same write.
 		if kind, _, err := c.r.next(); err != nil || kind != partClientEnd {
