@@ -1,7 +1,9 @@
 package mux
 
-// Benchmarks comparing, in one run, raw TCP, the Native transport and the
-// Smux transport over loopback TCP:
+// Benchmarks comparing, in one run, raw TCP, the Native transport, the
+// Smux transport and, as an outside reference, github.com/hashicorp/yamux
+// with its default config (the mux many of our users come from, via
+// net/rpc or hashicorp/go-plugin), all over loopback TCP:
 //
 //	BenchmarkPingPong  64-byte ping-pong on one long-lived connection or
 //	                   stream; one op = one round trip.
@@ -11,6 +13,11 @@ package mux
 //	                   on one connection (the latency floor) and a new TCP
 //	                   connection per call.
 //	BenchmarkBulk      1 MiB writes on one stream, drained on the other side.
+//
+// The yamux cases use yamux's own API directly (no Session or Stream of
+// this package is involved), the way a yamux user would write them; a
+// yamux stream's Close half-closes it, so there a call ends its request
+// with Close and both sides read to EOF, as callNative does.
 //
 // Both ends run in this process, so allocs/op counts the client and the
 // server. Servers start before b.ResetTimer: their setup is not counted,
@@ -39,6 +46,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
 const (
@@ -156,6 +165,17 @@ func benchSessions(b *testing.B, tr Transport) (*Session, *Session, *benchEnv) {
 // tcpPair returns both ends of a loopback TCP connection and a benchEnv
 // whose kill closes them.
 func tcpPair(b *testing.B) (net.Conn, net.Conn, *benchEnv) {
+	c, s := loopbackConns(b)
+	e := newBenchEnv(b, func() {
+		c.Close()
+		s.Close()
+	})
+	return c, s, e
+}
+
+// loopbackConns returns the dialing and the accepting end of a loopback
+// TCP connection, closed when the benchmark ends.
+func loopbackConns(b *testing.B) (net.Conn, net.Conn) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -183,11 +203,29 @@ func tcpPair(b *testing.B) (net.Conn, net.Conn, *benchEnv) {
 		c.Close()
 		s.Close()
 	})
+	return c, s
+}
+
+// yamuxSessions returns a yamux client and server session, with yamux's
+// default config, on a loopback TCP connection, and their benchEnv, whose
+// kill closes both. yamux's Close waits for the session's receive and send
+// goroutines; its keepalive goroutine ends on the same signal.
+func yamuxSessions(b *testing.B) (*yamux.Session, *yamux.Session, *benchEnv) {
+	c, s := loopbackConns(b)
+	cs, err := yamux.Client(c, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ss, err := yamux.Server(s, nil)
+	if err != nil {
+		cs.Close()
+		b.Fatal(err)
+	}
 	e := newBenchEnv(b, func() {
-		c.Close()
-		s.Close()
+		cs.Close()
+		ss.Close()
 	})
-	return c, s, e
+	return cs, ss, e
 }
 
 // readFullStream is io.ReadFull for a *Stream, called directly so that a
@@ -265,6 +303,7 @@ func BenchmarkPingPong(b *testing.B) {
 	for _, tr := range transports {
 		b.Run(tr.String(), func(b *testing.B) { benchPingPongMux(b, tr) })
 	}
+	b.Run("yamux", benchPingPongYamux)
 }
 
 func benchPingPongTCP(b *testing.B) {
@@ -349,6 +388,51 @@ func benchPingPongMux(b *testing.B, tr Transport) {
 	e.check(nil)
 }
 
+func benchPingPongYamux(b *testing.B) {
+	b.ReportAllocs()
+	cs, ss, e := yamuxSessions(b)
+	e.goFn(func() {
+		st, err := ss.AcceptStream()
+		if err != nil {
+			e.fail(fmt.Errorf("accept: %w", err))
+			return
+		}
+		defer st.Close()
+		buf := make([]byte, msgSize)
+		for {
+			if _, err := io.ReadFull(st, buf); err != nil {
+				e.fail(fmt.Errorf("server read: %w", err))
+				return
+			}
+			if _, err := st.Write(buf); err != nil {
+				e.fail(fmt.Errorf("server write: %w", err))
+				return
+			}
+		}
+	})
+	st, err := cs.OpenStream() // ended by the cleanup's Close
+	e.check(err)
+	buf := make([]byte, msgSize)
+	round := func() error {
+		if _, err := st.Write(benchReq); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(st, buf)
+		return err
+	}
+	e.check(round()) // warm up: the stream is open and accepted
+	sys := sampleSyscalls()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := round(); err != nil {
+			e.check(err)
+		}
+	}
+	b.StopTimer()
+	sys.report(b)
+	e.check(nil)
+}
+
 // ---------------------------------------------------------------------------
 // Call: open + 64-byte request + 64-byte response + close, one stream per
 // call. On Native the request ends with CloseWrite and both sides read to
@@ -364,6 +448,11 @@ func BenchmarkCall(b *testing.B) {
 				benchCallMux(b, m, callers)
 			})
 		}
+	}
+	for _, callers := range []int{1, manyCallers} {
+		b.Run("yamux/callers="+strconv.Itoa(callers), func(b *testing.B) {
+			benchCallYamux(b, callers)
+		})
 	}
 }
 
@@ -480,6 +569,61 @@ func benchCallMux(b *testing.B, m callMode, callers int) {
 	ctx := context.Background()
 	e.check(doCall(ctx, cs, m, make([]byte, msgSize))) // warm up
 	runCallers(b, e, callers, func(buf []byte) error { return doCall(ctx, cs, m, buf) })
+}
+
+// benchCallYamux is the same call on a yamux stream: Close half-closes
+// it, so the request ends with Close and both sides read to EOF.
+func benchCallYamux(b *testing.B, callers int) {
+	b.ReportAllocs()
+	cs, ss, e := yamuxSessions(b)
+	e.goFn(func() {
+		for {
+			st, err := ss.AcceptStream()
+			if err != nil {
+				e.fail(fmt.Errorf("accept: %w", err))
+				return
+			}
+			e.wg.Add(1)
+			go func() {
+				defer e.wg.Done()
+				defer st.Close()
+				var buf [msgSize + 1]byte
+				if _, err := io.ReadFull(st, buf[:msgSize]); err != nil {
+					e.fail(fmt.Errorf("server read: %w", err))
+					return
+				}
+				if n, err := st.Read(buf[:]); n != 0 || err != io.EOF {
+					e.fail(fmt.Errorf("server: read %d, %v after request; want EOF", n, err))
+					return
+				}
+				if _, err := st.Write(benchResp); err != nil {
+					e.fail(fmt.Errorf("server write: %w", err))
+				}
+			}()
+		}
+	})
+	call := func(buf []byte) error {
+		st, err := cs.OpenStream()
+		if err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+		defer st.Close()
+		if _, err := st.Write(benchReq); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		if err := st.Close(); err != nil {
+			return fmt.Errorf("close: %w", err)
+		}
+		if _, err := io.ReadFull(st, buf[:msgSize]); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if n, err := st.Read(buf[:msgSize+1]); n != 0 || err != io.EOF {
+			return fmt.Errorf("read %d, %v after response; want EOF", n, err)
+		}
+		return nil
+	}
+	e.check(call(make([]byte, msgSize+1))) // warm up
+	runCallers(b, e, callers, call)
 }
 
 // benchCallTCPDial is the same call on a new TCP connection each time.
@@ -637,6 +781,13 @@ func BenchmarkBulk(b *testing.B) {
 			})
 		})
 	}
+	b.Run("yamux", func(b *testing.B) {
+		cs, ss, e := yamuxSessions(b)
+		st, err := cs.OpenStream()
+		e.check(err)
+		defer st.Close()
+		benchBulk(b, e, st, func() (io.Reader, error) { return ss.AcceptStream() })
+	})
 }
 
 func benchBulk(b *testing.B, e *benchEnv, w io.Writer, accept func() (io.Reader, error)) {
