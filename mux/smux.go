@@ -40,7 +40,7 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 		return nil, err
 	}
 	hb := boundHandshake(ctx, conn, c.HandshakeTimeout)
-	rw := &smuxConn{Conn: conn}
+	rw := newSmuxConn(conn)
 	if err := s.smuxHandshake(ctx, rw, sc, client); err != nil {
 		if s.smux != nil {
 			s.smux.Close()

@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -113,30 +114,67 @@ func (st *Stream) smuxPeerGone() {
 // read before smux started; and once the session is established, a failed
 // read ends the session, with its reason, before smux tells the streams,
 // so that they report the session's error rather than a bare io.EOF.
+//
+// It also buffers what smux reads. smux reads each frame's 8-byte header
+// and then its payload with a read of its own, straight from the
+// connection: two syscalls for every data frame, one for every other,
+// however many frames one segment brought. Through the buffer, one read
+// takes all that has arrived (see smuxReadBufferSize).
 type smuxConn struct {
 	net.Conn
 	sess    atomic.Pointer[Session] // set once the handshake is done
 	replay  []byte                  // read by the handshake, for smux to read
+	br      *bufio.Reader           // reads the replay, then Conn; smux's receiving goroutine's
 	in, out smuxScanner             // used by smux's receiving and sending goroutines
 }
 
+// smuxReadBufferSize is the size of a session's read buffer: as the native
+// engine's. A read that finds it empty and wants at least as much (a large
+// payload) bypasses it.
+const smuxReadBufferSize = readBufferSize
+
+// newSmuxConn returns conn as smux is to see it. The read buffer comes
+// with smux's first read, once smux has started: on a server, once the
+// client's first frames have arrived (see readSmuxHello), so that a
+// silent connection costs no buffer.
+func newSmuxConn(conn net.Conn) *smuxConn {
+	return &smuxConn{Conn: conn}
+}
+
+// Read hands smux what the buffer holds, and follows the frames in it. The
+// scanner sees the bytes as smux takes them, not as they arrive, so that
+// what it learns of a frame (the peer's FIN, say) is never ahead of what
+// smux has processed before that frame.
 func (c *smuxConn) Read(p []byte) (int, error) {
-	if len(c.replay) > 0 {
-		n := copy(p, c.replay)
-		c.replay = c.replay[n:]
-		c.in.scan(p[:n])
-		return n, nil
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(smuxRawReader{c}, smuxReadBufferSize)
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.br.Read(p)
 	c.in.scan(p[:n])
-	if n > 0 {
-		if s := c.sess.Load(); s != nil {
-			s.heardAt.Store(now()) // for keepalive
-		}
-	}
 	if err != nil && !errors.Is(err, net.ErrClosed) { // a local close: smuxAcceptLoop says why
 		if s := c.sess.Load(); s != nil {
 			s.fail(s.connError(err, 0))
+		}
+	}
+	return n, err
+}
+
+// smuxRawReader is what a smuxConn's buffer reads from: the handshake's
+// replay, then the connection, noting for keepalive that the peer is
+// alive.
+type smuxRawReader struct{ c *smuxConn }
+
+func (r smuxRawReader) Read(p []byte) (int, error) {
+	c := r.c
+	if len(c.replay) > 0 {
+		n := copy(p, c.replay)
+		c.replay = c.replay[n:]
+		return n, nil
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		if s := c.sess.Load(); s != nil {
+			s.heardAt.Store(now()) // for keepalive
 		}
 	}
 	return n, err

@@ -17,14 +17,14 @@ import (
 // bytes, and smux's errors in this package's terms.
 
 // smuxOpen opens a smux stream of type t for OpenType, which has taken its
-// slot.
+// slot. The type is not written yet: it goes in front of the stream's
+// first bytes, in the same frame, or alone before its first Read (see
+// smuxAnnounce). Until then st.opened is false: on this transport it
+// says that the peer has been told the stream's type, which is when the
+// peer admits the stream.
 func (s *Session) smuxOpen(t StreamType) (*Stream, error) {
 	st := &Stream{sess: s, typ: t}
 	sms, err := s.smux.OpenStream()
-	if err == nil {
-		runtime.SetFinalizer(sms, nil)
-		_, err = sms.Write(binary.AppendUvarint(nil, uint64(t)))
-	}
 	if err != nil {
 		if sms != nil {
 			s.smux.closeStream(sms)
@@ -32,15 +32,30 @@ func (s *Session) smuxOpen(t StreamType) (*Stream, error) {
 		s.forget(st)
 		return nil, refusedBy(fmt.Errorf("mux: opening a smux stream: %w", err))
 	}
+	runtime.SetFinalizer(sms, nil)
 	st.sm = sms
-	st.opened.Store(true)
-	// Only now: a refusal that came already fails the stream's writes,
-	// not the writing of its type.
 	s.smux.attach(st)
 	return st, nil
 }
 
+// smuxAnnounce sends the type of a stream this side opened and has not
+// written to, so that the peer admits it and a Read waiting for the peer
+// to speak first is not waiting in vain. A Write under way sends the type
+// itself.
+func (st *Stream) smuxAnnounce() {
+	if !st.writeMu.TryLock() {
+		return
+	}
+	defer st.writeMu.Unlock()
+	if !st.opened.Load() && !st.smuxPeerClosed.Load() {
+		st.smuxWriteCopy(nil) // an error here is the Read's to find
+	}
+}
+
 func (st *Stream) smuxRead(p []byte) (int, error) {
+	if !st.in && !st.opened.Load() {
+		st.smuxAnnounce()
+	}
 	if !st.in && !st.smuxStatusDone.Load() {
 		if err := st.smuxReadStatus(); err != nil {
 			return 0, err
@@ -91,9 +106,6 @@ func (st *Stream) smuxWrite(p []byte) (int, error) {
 	if st.smuxPeerClosed.Load() {
 		return 0, st.smuxWriteErr(errSmuxPeerClosed)
 	}
-	if st.in && !st.smuxStatusDone.Load() {
-		return st.smuxWriteFirstLocked(p)
-	}
 	n, err := st.smuxWriteCopy(p)
 	return n, st.smuxWriteErr(err)
 }
@@ -111,45 +123,65 @@ var smuxCopies = [2]sync.Pool{
 	{New: func() any { b := make([]byte, smuxLargeCopy); return &b }},
 }
 
+// smuxMaxHead is the most this transport puts in front of a stream's
+// first bytes: a stream type, as a uvarint of at most 32 bits.
+const smuxMaxHead = binary.MaxVarintLen32
+
 // smuxWriteCopy writes p through smux in copies, each a whole number of
-// frames where it can. A smux Write that gives up (at a deadline, or as
-// the session ends) leaves its frame queued, and smux may read the
-// frame's bytes after it returned: so smux never gets the caller's
-// buffer, which the caller may reuse at once, and a copy that smux may
-// still read is not pooled again.
+// frames where it can, behind what the stream's first bytes carry: the
+// type on a stream this side opened, the admission status on one the
+// peer opened. It reports the bytes of p written. The caller holds
+// writeMu.
+//
+// A smux Write that gives up (at a deadline, or as the session ends)
+// leaves its frame queued, and smux may read the frame's bytes after it
+// returned: so smux never gets the caller's buffer, which the caller may
+// reuse at once, and a copy that smux may still read is not pooled again.
 func (st *Stream) smuxWriteCopy(p []byte) (int, error) {
+	var head []byte
+	var headBuf [smuxMaxHead]byte
+	switch {
+	case !st.in && !st.opened.Load():
+		head = binary.AppendUvarint(headBuf[:0], uint64(st.typ))
+	case st.in && !st.smuxStatusDone.Load():
+		head = append(headBuf[:0], smuxAdmitted)
+	}
+	if len(head)+len(p) == 0 {
+		return 0, nil
+	}
 	pool := &smuxCopies[0]
 	chunk := smuxSmallCopy
-	if len(p) > smuxSmallCopy {
+	if len(head)+len(p) > smuxSmallCopy {
 		pool = &smuxCopies[1]
 		frame := int(st.sess.peer.maxFrameSize) // smux's frame size on this session
 		chunk = smuxLargeCopy / frame * frame
 	}
 	bp := pool.Get().(*[]byte)
 	written := 0
-	for len(p) > 0 {
-		b := (*bp)[:copy((*bp)[:chunk], p)]
+	for first := true; first || len(p) > 0; first = false {
+		b := append((*bp)[:0], head...)
+		k := copy(b[len(b):chunk], p)
+		b = b[:len(b)+k]
 		n, err := st.sm.Write(b)
+		if first && len(head) > 0 {
+			// Whatever smux took of the head went: the stream's start is
+			// the peer's now, and is never sent again.
+			if st.in {
+				st.smuxStatusDone.Store(true)
+			} else {
+				st.opened.Store(true)
+			}
+			n = max(n-len(head), 0)
+			head = nil
+		}
 		written += n
 		if err != nil {
 			return written, err // *bp is left to the collector
 		}
-		p = p[len(b):]
+		p = p[k:]
 	}
 	pool.Put(bp)
 	return written, nil
-}
-
-// smuxWriteFirstLocked writes an accepted stream's first bytes behind its
-// admission status, from a buffer of its own that it never reuses (see
-// smuxWrite). The caller holds writeMu.
-func (st *Stream) smuxWriteFirstLocked(p []byte) (int, error) {
-	b := make([]byte, 1+len(p))
-	b[0] = smuxAdmitted
-	copy(b[1:], p)
-	n, err := st.sm.Write(b)
-	st.smuxStatusDone.Store(true)
-	return max(n-1, 0), st.smuxWriteErr(err)
 }
 
 // smuxWriteErr reports a write's error in this package's terms. A write
