@@ -15,6 +15,8 @@ const (
 	// Smux speaks github.com/xtaci/smux protocol version 2, for peers that
 	// already do (for example over KCP). It lacks what smux lacks:
 	//   - Reset, GoAway, Ping and CloseWrite return ErrUnsupported;
+	//   - Stream.OnAbort fires when the peer closes the stream, which
+	//     smux cannot tell from an abort;
 	//   - there is no connection preface: the handshake is each side's
 	//     settings stream, and a peer that is not muxrpc over smux is
 	//     noticed by what it sends instead, or by the handshake timeout;

@@ -101,9 +101,10 @@
 // under the same API, for peers that already use smux (over KCP, say);
 // each of its streams begins with its type and an admission status, and
 // each side announces its stream limit on a settings stream. It has no
-// preface and cannot express everything: Reset, GoAway, Ping, CloseWrite
-// and OnAbort return [ErrUnsupported] (see [Smux]). Both peers must use
-// the same transport.
+// preface and cannot express everything: Reset, GoAway, Ping and
+// CloseWrite return [ErrUnsupported], and OnAbort cannot tell the peer's
+// close from its abort (see [Smux]). Both peers must use the same
+// transport.
 //
 // # Example
 //

@@ -29,7 +29,8 @@ import (
 //
 // This package also follows the smux frames as they pass (see smuxConn),
 // for what smux does not tell: which streams the peer has closed, so that
-// writing to one fails at once instead of waiting for window forever.
+// writing to one fails at once instead of waiting for window forever, and
+// so that OnAbort's function runs as the peer's close arrives.
 
 // newSmuxSession runs the Smux transport's handshake on conn and starts the
 // session. It returns once the peer's settings have arrived; it fails after

@@ -70,6 +70,7 @@ func (t *smuxSession) peerClosed(sid uint32) {
 	t.mu.Unlock()
 	if e.st != nil {
 		e.st.smuxPeerGone()
+		e.st.smuxAbort()
 	}
 }
 
@@ -83,7 +84,27 @@ func (t *smuxSession) attach(st *Stream) {
 	t.mu.Unlock()
 	if e.peerClosed {
 		st.smuxPeerGone()
+		st.smuxAbort()
 	}
+}
+
+// Close closes the smux session, and then aborts every stream this side
+// has not closed (see Stream.OnAbort): the session's fail calls it, with
+// no lock held.
+func (t *smuxSession) Close() error {
+	err := t.Session.Close()
+	t.mu.Lock()
+	var open []*Stream
+	for _, e := range t.streams {
+		if e.st != nil {
+			open = append(open, e.st)
+		}
+	}
+	t.mu.Unlock()
+	for _, st := range open {
+		st.smuxAbort()
+	}
+	return err
 }
 
 // closeStream stops tracking sms and closes it.

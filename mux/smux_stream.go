@@ -216,11 +216,46 @@ func (st *Stream) smuxWriteErr(err error) error {
 // status of a stream the peer has closed.
 const smuxStatusWait = 500 * time.Millisecond
 
+// smuxOnAbort is OnAbort on the Smux transport: f runs once the peer's
+// FIN has arrived or the session has ended (see smuxAbort), unless this
+// side closed the stream first.
+func (st *Stream) smuxOnAbort(f func()) {
+	st.mu.Lock()
+	aborted := st.aborted
+	if !aborted && !st.closed {
+		st.onAbort = f
+	}
+	st.mu.Unlock()
+	if aborted {
+		f()
+	}
+}
+
+// smuxAbort notes that the stream ended without this side's close: the
+// peer closed it, or the session ended. It runs the OnAbort function, if
+// any, once; on the goroutine that noticed, smux's receiving goroutine or
+// the session's fail.
+func (st *Stream) smuxAbort() {
+	st.mu.Lock()
+	if st.aborted || st.closed {
+		st.mu.Unlock()
+		return
+	}
+	st.aborted = true
+	f := st.onAbort
+	st.onAbort = nil
+	st.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
 // smuxClose closes a smux stream once and frees its slot.
 func (st *Stream) smuxClose() error {
 	st.mu.Lock()
 	already := st.closed
 	st.closed = true
+	st.onAbort = nil // this side's close is no abort
 	st.mu.Unlock()
 	if already {
 		return nil

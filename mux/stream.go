@@ -301,10 +301,13 @@ func (st *Stream) writeLocked(p []byte, end bool) (int, error) {
 // reader, a writer, keepalive, Close or Kill), and must not block;
 // cancelling a context is its intended use. If the stream has been
 // aborted already, f runs before OnAbort returns. A later call replaces f.
-// On the Smux transport it returns ErrUnsupported.
+// On the Smux transport, where a peer's close and its abort look the
+// same, f runs if the peer closes the stream, or the session ends, before
+// this side closes it.
 func (st *Stream) OnAbort(f func()) error {
 	if st.sm != nil {
-		return ErrUnsupported
+		st.smuxOnAbort(f)
+		return nil
 	}
 	st.mu.Lock()
 	aborted := st.aborted
