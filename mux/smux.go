@@ -49,6 +49,9 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 		return nil, hb.fail(err)
 	}
 	rw.sess.Store(s) // from now on a failed read ends the session
+	// smux's writes before this one went straight to the connection and
+	// have returned; from now on they are batched.
+	rw.fl.Store(newSmuxFlusher(conn, s))
 	err = hb.done()
 	if err == nil {
 		// smux reads all along: the handshake's deadline may have ended
@@ -136,7 +139,7 @@ func (s *Session) smuxHandshake(ctx context.Context, rw *smuxConn, sc *smux.Conf
 		}
 		rw.replay = hello
 	}
-	t := &smuxSession{streams: make(map[uint32]smuxEntry)}
+	t := &smuxSession{conn: rw, streams: make(map[uint32]smuxEntry)}
 	rw.in.on, rw.out.on = t.peerFrame, t.ownFrame
 	var err error
 	t.Session, err = startSmux(rw, sc, client)

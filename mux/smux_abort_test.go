@@ -239,3 +239,37 @@ func (c *recordingConn) sawPSH(sid uint32, payload []byte) bool {
 	}
 	return false
 }
+
+// TestSmuxSplitTypeStillTimesOut: a stream whose first data frame ends
+// within its type, the rest never coming, is closed by the handshake
+// timeout, though its first byte came at once and was read without one.
+func TestSmuxSplitTypeStillTimesOut(t *testing.T) {
+	const hsTimeout = 300 * time.Millisecond
+	l, err := Listen("tcp", "127.0.0.1:0", &Config{Transport: Smux, HandshakeTimeout: hsTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	raw := rawSmuxClient(t, l.Addr().String())
+	s := acceptSession(t, l, 5*time.Second)
+	defer s.Kill()
+	st, err := raw.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Write([]byte{0x80}); err != nil { // a uvarint that goes on
+		t.Fatal(err)
+	}
+	start := time.Now()
+	st.SetReadDeadline(start.Add(10 * time.Second))
+	var b [1]byte
+	n, err := st.Read(b[:])
+	if err != io.EOF {
+		t.Fatalf("the stream with half a type: read %d bytes, %v; want EOF from the server's close", n, err)
+	}
+	if d := time.Since(start); d > hsTimeout+5*time.Second {
+		t.Fatalf("the server closed the stream after %v; HandshakeTimeout is %v", d, hsTimeout)
+	}
+	waitFor(t, "the stream's slot to free", func() bool { return s.NumStreams() == 0 })
+}

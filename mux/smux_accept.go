@@ -133,12 +133,22 @@ func (s *Session) smuxServe(st *Stream) {
 // It closes a stream without a valid type. A stream whose type arrives
 // after Close began is admitted all the same: it took its slot before, so
 // Close counts it as in flight and waits for it.
+//
+// Usually the stream's first data frame, which starts with the type, has
+// come by now, and then the read needs no deadline: a deadline costs smux
+// an allocation to set and to clear, and a timer for each read, and for
+// the window update that smux sends on a stream's first read.
 func (s *Session) smuxAdmit(st *Stream) func(*Stream) {
 	defer s.wg.Done()
 	sms := st.sm
-	sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	t, err := binary.ReadUvarint(byteReader{sms})
-	sms.SetReadDeadline(time.Time{})
+	r := &smuxTypeReader{sms: sms, deadline: time.Now().Add(s.cfg.HandshakeTimeout)}
+	if !s.smux.hasPeerData(sms) {
+		r.bound()
+	}
+	t, err := binary.ReadUvarint(r)
+	if r.bounded {
+		sms.SetReadDeadline(time.Time{})
+	}
 	if err != nil || t >= uint64(smuxSettingsType) {
 		s.smux.closeStream(sms)
 		s.forget(st)
@@ -155,4 +165,29 @@ func (s *Session) smuxAdmit(st *Stream) func(*Stream) {
 	handle := s.admitLocked(st)
 	s.mu.Unlock()
 	return handle
+}
+
+// smuxTypeReader reads a new stream's type for smuxAdmit, a byte at a
+// time. Its first byte has come when the stream's first data frame has;
+// any later one is read by the handshake timeout, since a frame may end
+// within the type.
+type smuxTypeReader struct {
+	sms      *smux.Stream
+	deadline time.Time
+	bounded  bool // the deadline is set
+	read     bool // a byte has been read
+}
+
+// bound sets the deadline for the reads from now on.
+func (r *smuxTypeReader) bound() {
+	r.sms.SetReadDeadline(r.deadline)
+	r.bounded = true
+}
+
+func (r *smuxTypeReader) ReadByte() (byte, error) {
+	if r.read && !r.bounded {
+		r.bound()
+	}
+	r.read = true
+	return byteReader{r.sms}.ReadByte()
 }

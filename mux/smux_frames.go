@@ -19,6 +19,7 @@ import (
 // this package learns of its streams from the frames that pass.
 type smuxSession struct {
 	*smux.Session
+	conn *smuxConn // the connection as smux sees it
 
 	mu      sync.Mutex
 	streams map[uint32]smuxEntry // by smux stream id, from SYN until this side closes the stream
@@ -29,24 +30,49 @@ type smuxSession struct {
 type smuxEntry struct {
 	st         *Stream
 	peerClosed bool
+	peerData   bool // a data frame of the peer's has come: its first bytes are smux's
 }
 
 // ownFrame sees each frame this side sends, before it leaves: a stream
 // this side opens is tracked before the peer can answer it.
-func (t *smuxSession) ownFrame(cmd byte, sid uint32) {
+func (t *smuxSession) ownFrame(cmd byte, sid uint32, _ int) {
 	if cmd == smuxSYN {
 		t.track(sid)
 	}
 }
 
 // peerFrame sees each frame the peer sends, before smux reads it.
-func (t *smuxSession) peerFrame(cmd byte, sid uint32) {
+func (t *smuxSession) peerFrame(cmd byte, sid uint32, length int) {
 	switch cmd {
 	case smuxSYN:
 		t.track(sid)
 	case smuxFIN:
 		t.peerClosed(sid)
+	case smuxPSH:
+		if length > 0 { // smux skips an empty one
+			t.peerData(sid)
+		}
 	}
+}
+
+// peerData records that a data frame of the peer's has come for a stream.
+// It is seen before smux reads it, but smux reads it next, without waiting
+// for anything else, so a Read of its bytes waits no longer than the
+// connection takes to bring them.
+func (t *smuxSession) peerData(sid uint32) {
+	t.mu.Lock()
+	if e, ok := t.streams[sid]; ok && !e.peerData {
+		e.peerData = true
+		t.streams[sid] = e
+	}
+	t.mu.Unlock()
+}
+
+// hasPeerData reports whether a data frame of the peer's has come for sms.
+func (t *smuxSession) hasPeerData(sms *smux.Stream) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.streams[sms.ID()].peerData
 }
 
 // track starts tracking a stream that opens; as in smux, a SYN for a
@@ -93,6 +119,9 @@ func (t *smuxSession) attach(st *Stream) {
 // no lock held.
 func (t *smuxSession) Close() error {
 	err := t.Session.Close()
+	if f := t.conn.fl.Load(); f != nil {
+		f.stop(ErrSessionClosed)
+	}
 	t.mu.Lock()
 	var open []*Stream
 	for _, e := range t.streams {
@@ -105,6 +134,17 @@ func (t *smuxSession) Close() error {
 		st.smuxAbort()
 	}
 	return err
+}
+
+// afterSent counts e's end once what smux has written so far is on the
+// connection (see smuxFlusher.after); at once before the session is
+// established, when smux writes straight to the connection.
+func (t *smuxSession) afterSent(e smuxEnd) {
+	if f := t.conn.fl.Load(); f != nil {
+		f.after(e)
+		return
+	}
+	e.do()
 }
 
 // closeStream stops tracking sms and closes it.
@@ -143,10 +183,11 @@ func (st *Stream) smuxPeerGone() {
 // takes all that has arrived (see smuxReadBufferSize).
 type smuxConn struct {
 	net.Conn
-	sess    atomic.Pointer[Session] // set once the handshake is done
-	replay  []byte                  // read by the handshake, for smux to read
-	br      *bufio.Reader           // reads the replay, then Conn; smux's receiving goroutine's
-	in, out smuxScanner             // used by smux's receiving and sending goroutines
+	sess    atomic.Pointer[Session]     // set once the handshake is done
+	replay  []byte                      // read by the handshake, for smux to read
+	br      *bufio.Reader               // reads the replay, then Conn; smux's receiving goroutine's
+	in, out smuxScanner                 // used by smux's receiving and sending goroutines
+	fl      atomic.Pointer[smuxFlusher] // set once the session is established: writes go through it
 }
 
 // smuxReadBufferSize is the size of a session's read buffer: as the native
@@ -201,8 +242,14 @@ func (r smuxRawReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write follows the frames smux sends, and writes them: through the
+// flusher once the session is established, straight to the connection
+// before.
 func (c *smuxConn) Write(p []byte) (int, error) {
 	c.out.scan(p)
+	if f := c.fl.Load(); f != nil {
+		return f.write(p)
+	}
 	return c.Conn.Write(p)
 }
 
@@ -215,10 +262,10 @@ func startSmux(rw *smuxConn, sc *smux.Config, client bool) (*smux.Session, error
 }
 
 // smuxScanner follows the frames of one direction of a smux connection,
-// however the bytes are split, and calls on with each frame's command and
-// stream id.
+// however the bytes are split, and calls on with each frame's command,
+// stream id and payload length.
 type smuxScanner struct {
-	on   func(cmd byte, sid uint32)
+	on   func(cmd byte, sid uint32, length int)
 	hdr  [smuxHeaderLen]byte
 	n    int // bytes of hdr filled
 	skip int // payload bytes still to pass
@@ -240,6 +287,6 @@ func (sc *smuxScanner) scan(b []byte) {
 		}
 		sc.n = 0
 		sc.skip = int(binary.LittleEndian.Uint16(sc.hdr[2:]))
-		sc.on(sc.hdr[1], binary.LittleEndian.Uint32(sc.hdr[4:]))
+		sc.on(sc.hdr[1], binary.LittleEndian.Uint32(sc.hdr[4:]), sc.skip)
 	}
 }

@@ -99,17 +99,18 @@ func FuzzSmuxScanner(f *testing.F) {
 	f.Add([]byte{2, 2, 0xff, 0xff, 1, 0, 0, 0}, uint16(1))
 	f.Fuzz(func(t *testing.T, b []byte, split uint16) {
 		type seen struct {
-			cmd byte
-			sid uint32
+			cmd    byte
+			sid    uint32
+			length int
 		}
 		var want []seen
 		for rest := b; len(rest) >= 8; {
-			want = append(want, seen{rest[1], binary.LittleEndian.Uint32(rest[4:8])})
+			want = append(want, seen{rest[1], binary.LittleEndian.Uint32(rest[4:8]), int(binary.LittleEndian.Uint16(rest[2:4]))})
 			n := 8 + int(binary.LittleEndian.Uint16(rest[2:4]))
 			rest = rest[min(n, len(rest)):]
 		}
 		var got []seen
-		sc := smuxScanner{on: func(cmd byte, sid uint32) { got = append(got, seen{cmd, sid}) }}
+		sc := smuxScanner{on: func(cmd byte, sid uint32, length int) { got = append(got, seen{cmd, sid, length}) }}
 		step := int(split%64) + 1
 		for rest := b; len(rest) > 0; {
 			k := min(step, len(rest))

@@ -261,7 +261,10 @@ func (st *Stream) smuxClose() error {
 		return nil
 	}
 	err := st.sess.smux.closeStream(st.sm)
-	st.sess.forget(st)
+	// The stream's last bytes and its FIN leave before the session stops
+	// counting it, so that a graceful Close, which half-closes the
+	// connection once no stream is left, does not cut them off.
+	st.sess.smux.afterSent(smuxEnd{st: st})
 	st.sess.release(st)
 	return err
 }
@@ -314,9 +317,6 @@ func (st *Stream) smuxWriteLastIn(p []byte) (int, error) {
 	s.mu.Unlock()
 	s.forget(st)
 	n, err := st.smuxWrite(p)
-	s.mu.Lock()
-	s.lastWrites--
-	s.checkDrainedLocked()
-	s.mu.Unlock()
+	s.smux.afterSent(smuxEnd{st: st, last: true}) // p leaves before Close may end the connection
 	return n, err
 }

@@ -447,7 +447,9 @@ func TestWriteThatTimedOutNeverSendsItsBufferLater(t *testing.T) {
 			b, peerB := openAccepted(t, ctx, c, s, []byte("b"))
 
 			conn.stalled.Store(true)
-			go a.Write(make([]byte, 1000)) // stalls the connection
+			// Stalls the connection, and on Smux fills what the session
+			// buffers of smux's writes too (see smuxWriteBacklog).
+			go a.Write(make([]byte, 2*smuxWriteBacklog))
 			waitFor(t, "a write to stall", func() bool { return conn.waiting.Load() > 0 })
 			buf := bytes.Repeat([]byte("good"), 256)
 			b.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))

@@ -1,0 +1,202 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+)
+
+// How the Smux transport batches smux's writes. smux writes every frame
+// with a conn.Write of its own, from its one sending goroutine, and the
+// stream that queued the frame waits for that write: a call cost seven
+// write syscalls, each waking the peer's reader. Once the session is
+// established, smuxConn.Write only appends the frame to a buffer, and
+// smuxFlusher writes what has gathered there in one conn.Write: frames
+// that smux sends while a write is under way go out together in the
+// next. Frames leave in the order smux wrote them.
+//
+// A frame is on its way, not yet on the connection, when smux's Write
+// returns. The session's graceful Close counts on a stream's bytes having
+// left once the stream has ended, since it then half-closes the
+// connection; so a stream's end is counted (Session.forget) only once its
+// bytes and its FIN are on the connection (see smuxFlusher.after), and
+// Close never waits for the connection itself.
+
+// smuxWriteBacklog bounds what smux may have written that is not yet on
+// the connection: one full frame. Past it, smux's sending goroutine waits,
+// as in a conn.Write on a full socket, and so do the Writes of streams,
+// which then fail at their deadlines as before.
+const smuxWriteBacklog = 64 << 10
+
+// smuxFlusher is the write side of a smuxConn once the session is
+// established.
+type smuxFlusher struct {
+	conn net.Conn
+	sess *Session
+
+	mu      sync.Mutex
+	cond    sync.Cond // signalled when bytes leave, or the flusher stops
+	buf     []byte    // written by smux, not yet taken by run
+	spare   []byte    // the buffer run last wrote, for reuse
+	queued  uint64    // bytes smux has written since the flusher started
+	sent    uint64    // of them, bytes written to the connection, or lost with it
+	err     error     // why no more can be written
+	waiting bool      // run waits for bytes
+	kick    chan struct{}
+	ends    []smuxEnd // streams' ends to count once their bytes are sent, in order of mark
+}
+
+// smuxEnd is a stream's end, to be counted once the first mark bytes
+// queued are on the connection: the stream is forgotten, or, for a
+// WriteLast on a stream the peer opened, which forgot it before, the last
+// write is done.
+type smuxEnd struct {
+	mark uint64
+	st   *Stream
+	last bool
+}
+
+// do counts the end.
+func (e smuxEnd) do() {
+	s := e.st.sess
+	if !e.last {
+		s.forget(e.st)
+		return
+	}
+	s.mu.Lock()
+	s.lastWrites--
+	s.checkDrainedLocked()
+	s.mu.Unlock()
+}
+
+// after counts e's end once the bytes queued so far are on the connection
+// or can no longer be; at once if they are.
+func (f *smuxFlusher) after(e smuxEnd) {
+	f.mu.Lock()
+	e.mark = f.queued
+	if f.sent < e.mark && f.err == nil {
+		f.ends = append(f.ends, e)
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Unlock()
+	e.do()
+}
+
+// takeEndsLocked removes and returns the ends whose bytes are sent, or all
+// of them once nothing more can be sent.
+func (f *smuxFlusher) takeEndsLocked() []smuxEnd {
+	i := 0
+	for i < len(f.ends) && (f.ends[i].mark <= f.sent || f.err != nil) {
+		i++
+	}
+	if i == 0 {
+		return nil
+	}
+	done := append([]smuxEnd(nil), f.ends[:i]...)
+	f.ends = append(f.ends[:0], f.ends[i:]...)
+	return done
+}
+
+// newSmuxFlusher returns the flusher of s's connection conn, and starts
+// it.
+func newSmuxFlusher(conn net.Conn, s *Session) *smuxFlusher {
+	f := &smuxFlusher{conn: conn, sess: s, kick: make(chan struct{}, 1)}
+	f.cond.L = &f.mu
+	s.wg.Add(1)
+	go f.run()
+	return f
+}
+
+// write queues p, which smux may reuse once write returns; it waits while
+// the backlog is full. It fails once the connection has failed, or the
+// session has ended.
+func (f *smuxFlusher) write(p []byte) (int, error) {
+	f.mu.Lock()
+	for len(f.buf) >= smuxWriteBacklog && f.err == nil {
+		f.cond.Wait()
+	}
+	if f.err != nil {
+		err := f.err
+		f.mu.Unlock()
+		return 0, err
+	}
+	f.buf = append(f.buf, p...)
+	f.queued += uint64(len(p))
+	wake := f.waiting
+	f.waiting = false
+	f.mu.Unlock()
+	if wake {
+		f.kick <- struct{}{}
+	}
+	return len(p), nil
+}
+
+// stop ends the flusher: what is still queued is dropped, writes fail
+// with err, and the ends waiting for bytes to leave are counted. The
+// session's end calls it, with no lock held.
+func (f *smuxFlusher) stop(err error) {
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	wake := f.waiting
+	f.waiting = false
+	f.cond.Broadcast()
+	ends := f.takeEndsLocked()
+	f.mu.Unlock()
+	if wake {
+		f.kick <- struct{}{}
+	}
+	for _, e := range ends {
+		e.do()
+	}
+}
+
+// run writes what smux queues, all that has gathered at a time, until the
+// flusher stops or a write fails, which ends the session.
+func (f *smuxFlusher) run() {
+	defer f.sess.wg.Done()
+	for {
+		f.mu.Lock()
+		for len(f.buf) == 0 && f.err == nil {
+			f.waiting = true
+			f.mu.Unlock()
+			<-f.kick
+			f.mu.Lock()
+		}
+		if f.err != nil {
+			f.mu.Unlock()
+			return
+		}
+		b := f.buf
+		f.buf = f.spare[:0]
+		f.cond.Broadcast() // room in the backlog
+		f.mu.Unlock()
+
+		_, err := f.conn.Write(b)
+
+		f.mu.Lock()
+		f.spare = b[:0]
+		if cap(b) > 2*smuxWriteBacklog {
+			f.spare = nil // a burst's buffer is not kept
+		}
+		f.sent += uint64(len(b))
+		if err != nil && f.err == nil {
+			f.err = err
+		}
+		f.cond.Broadcast()
+		ends := f.takeEndsLocked()
+		f.mu.Unlock()
+		for _, e := range ends {
+			e.do()
+		}
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) { // a local close: the session says why
+				f.sess.fail(fmt.Errorf("mux: writing to the connection: %w", err))
+			}
+			return
+		}
+	}
+}
