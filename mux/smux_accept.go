@@ -1,7 +1,6 @@
 package mux
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"runtime"
@@ -141,14 +140,7 @@ func (s *Session) smuxServe(st *Stream) {
 func (s *Session) smuxAdmit(st *Stream) func(*Stream) {
 	defer s.wg.Done()
 	sms := st.sm
-	r := &smuxTypeReader{sms: sms, deadline: time.Now().Add(s.cfg.HandshakeTimeout)}
-	if !s.smux.hasPeerData(sms) {
-		r.bound()
-	}
-	t, err := binary.ReadUvarint(r)
-	if r.bounded {
-		sms.SetReadDeadline(time.Time{})
-	}
+	t, err := s.smuxReadType(sms)
 	if err != nil || t >= uint64(smuxSettingsType) {
 		s.smux.closeStream(sms)
 		s.forget(st)
@@ -167,27 +159,43 @@ func (s *Session) smuxAdmit(st *Stream) func(*Stream) {
 	return handle
 }
 
-// smuxTypeReader reads a new stream's type for smuxAdmit, a byte at a
-// time. Its first byte has come when the stream's first data frame has;
-// any later one is read by the handshake timeout, since a frame may end
-// within the type.
-type smuxTypeReader struct {
-	sms      *smux.Stream
-	deadline time.Time
-	bounded  bool // the deadline is set
-	read     bool // a byte has been read
-}
-
-// bound sets the deadline for the reads from now on.
-func (r *smuxTypeReader) bound() {
-	r.sms.SetReadDeadline(r.deadline)
-	r.bounded = true
-}
-
-func (r *smuxTypeReader) ReadByte() (byte, error) {
-	if r.read && !r.bounded {
-		r.bound()
+// smuxReadType reads a new stream's type, a uvarint, a byte at a time, so
+// as to consume nothing after it. Its first byte has come when the
+// stream's first data frame has, and is then read without a deadline; a
+// byte read before that, or after it (a frame may end within the type),
+// is read by the handshake timeout. A type of more than five bytes, over
+// 32 bits, fails.
+func (s *Session) smuxReadType(sms *smux.Stream) (uint64, error) {
+	bounded := !s.smux.hasPeerData(sms)
+	if bounded {
+		sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	}
-	r.read = true
-	return byteReader{r.sms}.ReadByte()
+	var t uint64
+	var err error
+	for i := 0; ; i++ {
+		if i == smuxMaxHead {
+			err = errSmuxLongType
+			break
+		}
+		if i == 1 && !bounded {
+			bounded = true
+			sms.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+		}
+		var b byte
+		if b, err = (byteReader{sms}).ReadByte(); err != nil {
+			break
+		}
+		t |= uint64(b&0x7f) << (7 * i)
+		if b < 0x80 {
+			break
+		}
+	}
+	if bounded {
+		sms.SetReadDeadline(time.Time{})
+	}
+	return t, err
 }
+
+// errSmuxLongType is smuxReadType's error for a type that does not end
+// within five bytes.
+var errSmuxLongType = errors.New("mux: a smux stream's type is longer than 32 bits")
