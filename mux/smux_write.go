@@ -84,19 +84,18 @@ func (f *smuxFlusher) after(e smuxEnd) {
 	e.do()
 }
 
-// takeEndsLocked removes and returns the ends whose bytes are sent, or all
-// of them once nothing more can be sent.
-func (f *smuxFlusher) takeEndsLocked() []smuxEnd {
+// takeEndsLocked removes the ends whose bytes are sent, or all of them
+// once nothing more can be sent, and returns them appended to dst[:0].
+func (f *smuxFlusher) takeEndsLocked(dst []smuxEnd) []smuxEnd {
 	i := 0
 	for i < len(f.ends) && (f.ends[i].mark <= f.sent || f.err != nil) {
 		i++
 	}
-	if i == 0 {
-		return nil
-	}
-	done := append([]smuxEnd(nil), f.ends[:i]...)
-	f.ends = append(f.ends[:0], f.ends[i:]...)
-	return done
+	dst = append(dst[:0], f.ends[:i]...)
+	n := copy(f.ends, f.ends[i:])
+	clear(f.ends[n:]) // keeps no stream alive
+	f.ends = f.ends[:n]
+	return dst
 }
 
 // newSmuxFlusher returns the flusher of s's connection conn, and starts
@@ -144,7 +143,7 @@ func (f *smuxFlusher) stop(err error) {
 	wake := f.waiting
 	f.waiting = false
 	f.cond.Broadcast()
-	ends := f.takeEndsLocked()
+	ends := f.takeEndsLocked(nil)
 	f.mu.Unlock()
 	if wake {
 		f.kick <- struct{}{}
@@ -158,6 +157,7 @@ func (f *smuxFlusher) stop(err error) {
 // flusher stops or a write fails, which ends the session.
 func (f *smuxFlusher) run() {
 	defer f.sess.wg.Done()
+	var ends []smuxEnd // reused for each write's ends
 	for {
 		f.mu.Lock()
 		for len(f.buf) == 0 && f.err == nil {
@@ -187,10 +187,11 @@ func (f *smuxFlusher) run() {
 			f.err = err
 		}
 		f.cond.Broadcast()
-		ends := f.takeEndsLocked()
+		ends = f.takeEndsLocked(ends)
 		f.mu.Unlock()
-		for _, e := range ends {
+		for i, e := range ends {
 			e.do()
+			ends[i] = smuxEnd{} // no stream is kept alive by the reused slice
 		}
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) { // a local close: the session says why
