@@ -30,6 +30,11 @@ import (
 // which then fail at their deadlines as before.
 const smuxWriteBacklog = 64 << 10
 
+// smuxFlushCap is the most a flusher's buffer holds: just under the
+// backlog, and then one more frame of at most 64 KiB. Its buffers grow to
+// what the session's bursts need, up to that, and are kept.
+const smuxFlushCap = smuxWriteBacklog + smuxHeaderLen + 65535
+
 // smuxFlusher is the write side of a smuxConn once the session is
 // established.
 type smuxFlusher struct {
@@ -122,6 +127,11 @@ func (f *smuxFlusher) write(p []byte) (int, error) {
 		f.mu.Unlock()
 		return 0, err
 	}
+	if need := len(f.buf) + len(p); need > cap(f.buf) {
+		b := make([]byte, len(f.buf), min(max(need, 2*cap(f.buf), 4<<10), max(need, smuxFlushCap)))
+		copy(b, f.buf)
+		f.buf = b
+	}
 	f.buf = append(f.buf, p...)
 	f.queued += uint64(len(p))
 	wake := f.waiting
@@ -187,9 +197,6 @@ func (f *smuxFlusher) run() {
 
 		f.mu.Lock()
 		f.spare = b[:0]
-		if cap(b) > 2*smuxWriteBacklog {
-			f.spare = nil // a burst's buffer is not kept
-		}
 		f.sent += uint64(len(b))
 		if err != nil && f.err == nil {
 			f.err = err
