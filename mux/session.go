@@ -438,10 +438,20 @@ func (s *Session) stopWithIDsExhausted() {
 // connection, ctx is done, or the session ends, and says which: nil,
 // ctx's error, or the session's. It lets a caller deliver what it queued,
 // a GoAway say, before it Kills the session, waiting on a peer that does
-// not read no longer than ctx allows. On the Smux transport, whose writes
-// are not queued, it returns nil at once.
+// not read no longer than ctx allows. On the Smux transport it waits for
+// what smux has written so far (a stream's Write returns once smux has).
 func (s *Session) Flush(ctx context.Context) error {
-	s.waitSent(nil, ctx.Done())
+	if s.smux != nil {
+		if f := s.smux.conn.fl.Load(); f != nil {
+			select {
+			case <-f.sentSoFar():
+			case <-s.done:
+			case <-ctx.Done():
+			}
+		}
+	} else {
+		s.waitSent(nil, ctx.Done())
+	}
 	if err := s.Err(); err != nil {
 		return err
 	}

@@ -2,7 +2,9 @@ package mux
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -272,4 +274,102 @@ func TestSmuxSplitTypeStillTimesOut(t *testing.T) {
 		t.Fatalf("the server closed the stream after %v; HandshakeTimeout is %v", d, hsTimeout)
 	}
 	waitFor(t, "the stream's slot to free", func() bool { return s.NumStreams() == 0 })
+}
+
+// gatedConn is a connection whose reads can be held: while the gate is
+// shut, Read waits for it to open.
+type gatedConn struct {
+	net.Conn
+	mu     sync.Mutex
+	gate   chan struct{} // nil: open
+	parked chan struct{} // closed when a Read waits at the shut gate
+}
+
+func (g *gatedConn) shut() {
+	g.mu.Lock()
+	g.gate, g.parked = make(chan struct{}), make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gatedConn) open() {
+	g.mu.Lock()
+	close(g.gate)
+	g.gate = nil
+	g.mu.Unlock()
+}
+
+func (g *gatedConn) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	gate, parked := g.gate, g.parked
+	if gate != nil {
+		select {
+		case <-parked:
+		default:
+			close(parked)
+		}
+	}
+	g.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return g.Conn.Read(p)
+}
+
+// TestSmuxFlushWaitsForWrittenBytes checks that Session.Flush on the Smux
+// transport returns only once what the streams wrote is on the
+// connection: over a pipe whose far end has stopped reading it waits
+// until its context ends, and once the far end reads again it returns
+// nil.
+func TestSmuxFlushWaitsForWrittenBytes(t *testing.T) {
+	a, b := net.Pipe()
+	far := &gatedConn{Conn: b}
+	cfg := withTransport(nil, Smux)
+	type result struct {
+		s   *Session
+		err error
+	}
+	served := make(chan result, 1)
+	go func() {
+		s, err := Server(far, cfg)
+		served <- result{s, err}
+	}()
+	cs, err := Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Kill()
+	r := <-served
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.s.Kill()
+
+	ctx := testCtx(t, 10*time.Second)
+	st, err := cs.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	far.shut()
+	// A Read under way when the gate shut takes this, and the next waits.
+	if _, err := st.Write([]byte("read by a Read under way")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-far.parked:
+	case <-ctx.Done():
+		t.Fatal("the far end never came back to read")
+	}
+	if _, err := st.Write([]byte("queued while the far end does not read")); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := cs.Flush(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush while the far end does not read: %v, want context.DeadlineExceeded", err)
+	}
+	far.open()
+	if err := cs.Flush(ctx); err != nil {
+		t.Fatalf("Flush once the far end reads: %v", err)
+	}
 }

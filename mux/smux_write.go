@@ -56,15 +56,21 @@ type smuxFlusher struct {
 // smuxEnd is a stream's end, to be counted once the first mark bytes
 // queued are on the connection: the stream is forgotten, or, for a
 // WriteLast on a stream the peer opened, which forgot it before, the last
-// write is done.
+// write is done. With sent set instead of st, it is a Session.Flush
+// waiting for those bytes, and sent is closed.
 type smuxEnd struct {
 	mark uint64
 	st   *Stream
 	last bool
+	sent chan struct{}
 }
 
 // do counts the end.
 func (e smuxEnd) do() {
+	if e.sent != nil {
+		close(e.sent)
+		return
+	}
 	s := e.st.sess
 	if !e.last {
 		s.forget(e.st)
@@ -88,6 +94,14 @@ func (f *smuxFlusher) after(e smuxEnd) {
 	}
 	f.mu.Unlock()
 	e.do()
+}
+
+// sentSoFar returns a channel closed once the bytes queued so far are on
+// the connection, or can no longer be.
+func (f *smuxFlusher) sentSoFar() <-chan struct{} {
+	sent := make(chan struct{})
+	f.after(smuxEnd{sent: sent})
+	return sent
 }
 
 // takeEndsLocked removes the ends whose bytes are sent, or all of them
