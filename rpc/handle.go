@@ -18,12 +18,11 @@ import (
 // that the call's state costs no context.WithValue, and it is the
 // ServerStream of streaming calls.
 type serverCall struct {
-	ctx        context.Context
-	peer       *Peer
-	st         *mux.Stream
-	m          *method
-	cancel     context.CancelFunc
-	watchAbort bool // the transport has no OnAbort: watch the stream instead
+	ctx    context.Context
+	peer   *Peer
+	st     *mux.Stream
+	m      *method
+	cancel context.CancelFunc
 
 	// rmu serializes the reading of the caller's parts (RecvMsg, the
 	// unary request's decoding) with the end of the call, which returns
@@ -132,9 +131,7 @@ func (p *Peer) handle(st *mux.Stream) {
 		stop := context.AfterFunc(ctx, c.expire) // the deadline's own timer, no second one
 		defer stop()
 	}
-	if st.OnAbort(c.cancel) != nil {
-		c.watchAbort = true
-	}
+	st.OnAbort(c.cancel) // the caller reset its stream, or the session ended: the handler's context ends
 	defer func() {
 		if r := recover(); r != nil {
 			c.fail(status.Newf(codes.Internal, "handler for %s panicked: %v", c.m.fullName, r))
@@ -301,18 +298,10 @@ func (c *serverCall) serveStream() {
 	c.fail(handlerStatus(err))
 }
 
-// endOfRequests notes the caller's end part. Where the transport cannot
-// report an abort, a goroutine now waits on the stream, which the caller
-// only closes when it gives up or is done.
+// endOfRequests notes the caller's end part. That the caller gives up
+// later shows through the stream's OnAbort.
 func (c *serverCall) endOfRequests() {
 	c.clientEnded = true
-	if c.watchAbort {
-		go func() {
-			var b [1]byte
-			c.st.Read(b[:])
-			c.cancel()
-		}()
-	}
 }
 
 // headerStatus says what is wrong with the first part of a call: reading
@@ -351,10 +340,6 @@ func (c *serverCall) readStatus(err error) *status.Status {
 		return status.New(codes.ResourceExhausted, tooLarge.Error())
 	case c.Err() != nil:
 		return status.FromContextError(c.Err())
-	case err == io.EOF && c.watchAbort:
-		// The Smux transport cannot half-close: a caller gives up on a
-		// call by closing its stream, which then ends before the end part.
-		return status.New(codes.Canceled, "call closed by the caller before its end part")
 	case err == io.EOF:
 		return status.New(codes.InvalidArgument, "call ended without its end part")
 	case errors.Is(err, errMalformed):
