@@ -373,3 +373,32 @@ func TestSmuxFlushWaitsForWrittenBytes(t *testing.T) {
 		t.Fatalf("Flush once the far end reads: %v", err)
 	}
 }
+
+// TestSmuxUnusedOpenedStreamOutlivesPeerHandshakeTimeout opens a Smux
+// stream and leaves it unused past the peer's handshake timeout, within
+// which the peer must learn its type: the session sends the type alone
+// meanwhile, so the stream is admitted and carries what is written late.
+func TestSmuxUnusedOpenedStreamOutlivesPeerHandshakeTimeout(t *testing.T) {
+	const hsTimeout = 400 * time.Millisecond
+	cfg := &Config{Transport: Smux, HandshakeTimeout: hsTimeout}
+	cs, ss := pair(t, cfg, cfg)
+	ctx := testCtx(t, 10*time.Second)
+	st, err := cs.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	in, err := ss.Accept(ctx)
+	if err != nil {
+		t.Fatalf("the unused stream never reached the peer: %v", err)
+	}
+	defer in.Close()
+	time.Sleep(hsTimeout + 200*time.Millisecond) // past the peer's deadline for the type
+	if _, err := st.Write([]byte("late")); err != nil {
+		t.Fatalf("writing late: %v", err)
+	}
+	got := make([]byte, 4)
+	if err := readFullStream(in, got); err != nil || string(got) != "late" {
+		t.Fatalf("the peer read %q, %v; want %q", got, err, "late")
+	}
+}

@@ -23,6 +23,12 @@ type smuxSession struct {
 
 	mu      sync.Mutex
 	streams map[uint32]smuxEntry // by smux stream id, from SYN until this side closes the stream
+	// announcer, while armed, sends the types of the streams this side
+	// opened and has not used yet (see announceLater); closed says the
+	// session has ended and arms it no more.
+	announcer     *time.Timer
+	announcerDone func() // ends the session's count of the announcer, if it never runs
+	closed        bool
 }
 
 // smuxEntry is what is known of a smux stream: this package's Stream, once
@@ -123,6 +129,11 @@ func (t *smuxSession) Close() error {
 		f.stop(ErrSessionClosed)
 	}
 	t.mu.Lock()
+	t.closed = true
+	if t.announcer != nil && t.announcer.Stop() {
+		t.announcerDone()
+	}
+	t.announcer = nil
 	var open []*Stream
 	for _, e := range t.streams {
 		if e.st != nil {
@@ -289,4 +300,42 @@ func (sc *smuxScanner) scan(b []byte) {
 		sc.skip = int(binary.LittleEndian.Uint16(sc.hdr[2:]))
 		sc.on(sc.hdr[1], binary.LittleEndian.Uint32(sc.hdr[4:]), sc.skip)
 	}
+}
+
+// smuxAnnounceAfter is how long a stream this side opened may go unused
+// before its type is sent alone: the peer closes a stream whose type has
+// not come within its handshake timeout, and an opened stream may wait a
+// while for its first Write. A stream used sooner sends its type with its
+// first bytes, and costs no frame of its own.
+func smuxAnnounceAfter(handshakeTimeout time.Duration) time.Duration {
+	return min(handshakeTimeout/4, time.Second)
+}
+
+// announceLater arms the announcer, unless it is armed: once it fires, it
+// sends the type of every stream this side opened that is still unused
+// (see smuxAnnounce). One timer serves the session, however many streams
+// it opens. The session's goroutine count covers the announcer's run.
+func (t *smuxSession) announceLater(s *Session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.announcer != nil || t.closed {
+		return
+	}
+	s.wg.Add(1)
+	t.announcerDone = s.wg.Done
+	t.announcer = time.AfterFunc(smuxAnnounceAfter(s.cfg.HandshakeTimeout), func() {
+		defer s.wg.Done()
+		t.mu.Lock()
+		t.announcer = nil
+		var unused []*Stream
+		for _, e := range t.streams {
+			if st := e.st; st != nil && !st.in && !st.opened.Load() {
+				unused = append(unused, st)
+			}
+		}
+		t.mu.Unlock()
+		for _, st := range unused {
+			st.smuxAnnounce()
+		}
+	})
 }

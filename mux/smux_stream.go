@@ -18,8 +18,9 @@ import (
 
 // smuxOpen opens a smux stream of type t for OpenType, which has taken its
 // slot. The type is not written yet: it goes in front of the stream's
-// first bytes, in the same frame, or alone before its first Read (see
-// smuxAnnounce). Until then st.opened is false: on this transport it
+// first bytes, in the same frame, or alone before its first Read, or
+// alone once the stream has gone unused for a while (see smuxAnnounce,
+// announceLater). Until then st.opened is false: on this transport it
 // says that the peer has been told the stream's type, which is when the
 // peer admits the stream.
 func (s *Session) smuxOpen(t StreamType) (*Stream, error) {
@@ -35,6 +36,7 @@ func (s *Session) smuxOpen(t StreamType) (*Stream, error) {
 	runtime.SetFinalizer(sms, nil)
 	st.sm = sms
 	s.smux.attach(st)
+	s.smux.announceLater(s)
 	return st, nil
 }
 
