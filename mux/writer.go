@@ -56,8 +56,8 @@ const (
 
 // queueData queues one DATA frame of st, ending st's direction when end
 // is set. It gives st its id when this is the stream's first frame, so ids
-// reach the wire in increasing order. While the send buffer is full it
-// waits for room, unless the frame is empty.
+// reach the wire in increasing order. Unless the frame is empty, it waits
+// for a turn while the open batch may not take it (see mayAppendLocked).
 func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 	s.wmu.Lock()
 	if len(p) > 0 && !s.mayAppendLocked(st, len(p)) {
