@@ -46,6 +46,7 @@ func (r results) add(w *workload, f *framework, s sample) {
 type summary struct {
 	median, min, max float64
 	ok               bool // measured: the workload applies
+	unmeasurable     bool // the framework cannot measure this optional metric
 }
 
 func summarize(samples []sample, m metric) summary {
@@ -91,8 +92,11 @@ func writeTable(out io.Writer, r results, ws []*workload, fws []*framework, metr
 			measured := false
 			for _, f := range fws {
 				s := summarize(r[w][f.name], m)
+				if m.optional && s.ok && s.median == 0 {
+					s = summary{unmeasurable: true}
+				}
 				sums[f.name] = s
-				measured = measured || s.ok && s.median != 0
+				measured = measured || s.ok
 			}
 			if m.optional && !measured {
 				continue
@@ -112,7 +116,7 @@ func writeTable(out io.Writer, r results, ws []*workload, fws []*framework, metr
 // cell formats a summary: the median and, over several reps, the range.
 func cell(w *workload, f *framework, s summary) string {
 	if !s.ok {
-		if w.applies(f) != "" {
+		if w.applies(f) != "" || s.unmeasurable {
 			return "n/a"
 		}
 		return "–" // not run

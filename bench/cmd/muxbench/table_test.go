@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+	"time"
+)
 
 // TestRatioAboveOneMeansNativeIsBetter checks the orientation of the ratio
 // columns for a metric where higher is better and one where lower is.
@@ -47,4 +51,31 @@ func TestSummarizeTakesTheMedianAndRange(t *testing.T) {
 	if got := summarize(nil, ops); got.ok {
 		t.Errorf("no samples: %+v", got)
 	}
+}
+
+// TestOptionalMetricNotMeasuredIsNA checks that an optional metric a
+// framework cannot measure (W8's urgent calls on gRPC-Go) shows n/a, not
+// a zero and a zero ratio.
+func TestOptionalMetricNotMeasuredIsNA(t *testing.T) {
+	w8, err := workloadNamed("W8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpc, _ := frameworkNamed("grpc")
+	native, _ := frameworkNamed("muxrpc-native")
+	r := results{}
+	r.add(w8, grpc, sample{P50: time.Millisecond, P99: time.Millisecond, LoadedP50: time.Millisecond, LoadedP99: time.Millisecond})
+	r.add(w8, native, sample{P50: time.Millisecond, P99: time.Millisecond, LoadedP50: time.Millisecond, LoadedP99: time.Millisecond, UrgentP50: time.Millisecond, UrgentP99: time.Millisecond})
+	var out strings.Builder
+	writeTable(&out, r, []*workload{w8}, []*framework{grpc, native}, func(w *workload) []metric { return w.metrics })
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, "urgent loaded p99") {
+			cells := strings.Split(line, "|")
+			if got := strings.TrimSpace(cells[3]); got != "n/a" {
+				t.Errorf("gRPC-Go's urgent p99 cell is %q, want n/a: %s", got, line)
+			}
+			return
+		}
+	}
+	t.Errorf("no urgent row in:\n%s", out.String())
 }
