@@ -15,9 +15,8 @@ import (
 // one syscall. What the kernel does not take at once, and everything on a
 // connection that cannot be written without blocking, is written by
 // writeLoop; so is the data of a stream that writes again without reading
-// in between (a streaming sender) in frames of less than gatherBelow, so
-// that its messages gather into batches while the previous batch is being
-// written. No sender, and never
+// in between (a streaming sender), so that its messages gather into
+// batches while the previous batch is being written. No sender, and never
 // the reader goroutine, waits on a congested connection: senders of data
 // wait only for their turn in a batch, and that wait ends with the
 // stream's deadline, Close, Reset, or the end of the session.
@@ -45,11 +44,6 @@ import (
 // streams may be waiting: four frames of the default MaxFrameSize, enough
 // to keep a lone stream's frames flowing while a batch is being written.
 const sendQuantum = 4 * defaultMaxFrameSize
-
-// gatherBelow is the size under which a streaming sender's frames are
-// left to writeLoop, to gather into batches; a larger frame is worth a
-// write of its own, and goes out at once, as a lone sender's does.
-const gatherBelow = 16 << 10
 
 // flusher says who writes the send buffer now.
 type flusher uint8
@@ -119,7 +113,7 @@ func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 		a.forgetNow() // now that the END is queued, before it can leave: see Session.forget
 	}
 	var err error
-	if streaming && len(p) < gatherBelow && s.flusher == flushNone && s.writeErr == nil {
+	if streaming && s.flusher == flushNone && s.writeErr == nil {
 		s.handOffLocked(nil) // writeLoop writes it while the sender makes the next
 	} else {
 		err = s.flushLocked()
