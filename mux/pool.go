@@ -1,29 +1,27 @@
 package mux
 
 import (
-	"math/bits"
 	"sync"
+
+	"github.com/muxrpc/muxrpc/internal/bufpool"
 )
 
 // Streams are short-lived in RPC use, so the buffers and channels a stream
 // needs are recycled when the stream is closed, instead of allocated anew
 // for every call.
 
-// Receive buffers come in size classes, powers of two from
-// minRecvBufClass to maxRecvBufClass, so that a stream that received a
-// mebibyte recycles its buffer as one that received a few bytes does. A
-// buffer past the largest class is left to the garbage collector, and
-// sync.Pool lets go of what a quiet process no longer uses.
+// Receive buffers come in size classes (see bufpool), from
+// 1<<minRecvBufClass to 1<<maxRecvBufClass bytes, so that a stream that
+// received a mebibyte recycles its buffer as one that received a few bytes
+// does.
 const (
 	minRecvBufClass = 10 // 1 KiB
 	maxRecvBufClass = 20 // 1 MiB: four times the default StreamWindow
 )
 
 var (
-	// recvBufPools holds the receive buffers of each size class: those of
-	// class c have a capacity of at least 1<<c bytes.
-	recvBufPools [maxRecvBufClass - minRecvBufClass + 1]sync.Pool
-	wakePool     = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
+	recvBufs = bufpool.New(minRecvBufClass, maxRecvBufClass)
+	wakePool = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
 )
 
 // getRecvBuf returns an empty receive buffer with room for at least n
@@ -31,14 +29,8 @@ var (
 // room for n bytes, or 1<<minRecvBufClass, and no more: the peer's
 // bytes decide how much a stream's buffer costs, not its size class.
 func getRecvBuf(n int) *[]byte {
-	c := minRecvBufClass
-	if n > 1<<minRecvBufClass {
-		c = bits.Len(uint(n - 1))
-	}
-	if c <= maxRecvBufClass {
-		if bp, ok := recvBufPools[c-minRecvBufClass].Get().(*[]byte); ok {
-			return bp
-		}
+	if bp := recvBufs.Get(n); bp != nil {
+		return bp
 	}
 	b := make([]byte, 0, max(n, 1<<minRecvBufClass))
 	return &b
@@ -46,14 +38,7 @@ func getRecvBuf(n int) *[]byte {
 
 // putRecvBuf returns bp's buffer to the pool of the largest class it can
 // serve, or drops it. Nothing may refer to the buffer any more.
-func putRecvBuf(bp *[]byte) {
-	c := bits.Len(uint(cap(*bp))) - 1 // 1<<c <= cap
-	if c < minRecvBufClass || c > maxRecvBufClass {
-		return
-	}
-	*bp = (*bp)[:0]
-	recvBufPools[c-minRecvBufClass].Put(bp)
-}
+func putRecvBuf(bp *[]byte) { recvBufs.Put(bp) }
 
 // takeRecvBufLocked gives the stream a pooled receive buffer with room for
 // at least n bytes.

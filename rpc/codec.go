@@ -13,7 +13,7 @@ import (
 // buffer its part is assembled in is sized from it, and the encoding
 // reuses it.
 type outMessage struct {
-	pm   proto.Message // nil: an empty message
+	pm   proto.Message
 	size int
 }
 
@@ -35,9 +35,6 @@ func (o outMessage) partLen() int { return partPrefixLen + o.size }
 // message over limit.
 func (o outMessage) appendPart(b []byte, limit int) ([]byte, error) {
 	b, start := beginPart(b, partMessage)
-	if o.pm == nil {
-		return b, nil
-	}
 	// A message over limit is encoded all the same, since an encoding
 	// error says more and comes first.
 	opts := proto.MarshalOptions{UseCachedSize: o.size <= limit}
