@@ -148,7 +148,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			}
 			st.mu.Unlock()
 			if credit > 0 {
-				st.sess.sendCredit(st, credit)
+				st.sess.sendControl(frameHeader{length: 4, typ: frameWindowUpdate, streamID: st.id.Load()}, uint32(credit))
 			}
 			return n, nil
 		}

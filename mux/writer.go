@@ -255,31 +255,24 @@ func (s *Session) send(b []byte) error {
 	return nil
 }
 
-// sendControl queues a control frame with a payload of 32-bit words.
+// sendControl queues a control frame with a payload of 32-bit words. A
+// WINDOW_UPDATE goes in the lane ahead of the open batch, since nothing
+// queued before it needs to precede it; the other frames join the batch,
+// in order.
 func (s *Session) sendControl(h frameHeader, payload ...uint32) {
 	s.wmu.Lock()
 	if s.sendErrLocked() != nil {
 		s.wmu.Unlock()
 		return
 	}
-	s.wbuf = appendFrameHeader(s.wbuf, h)
+	buf := &s.wbuf
+	if h.typ == frameWindowUpdate {
+		buf = &s.lane
+	}
+	*buf = appendFrameHeader(*buf, h)
 	for _, v := range payload {
-		s.wbuf = binary.BigEndian.AppendUint32(s.wbuf, v)
+		*buf = binary.BigEndian.AppendUint32(*buf, v)
 	}
-	s.flushControlAndUnlock()
-}
-
-// sendCredit queues a WINDOW_UPDATE giving the peer n more bytes on st, in
-// the lane ahead of the open batch: nothing queued before it needs to
-// precede it.
-func (s *Session) sendCredit(st *Stream, n int) {
-	s.wmu.Lock()
-	if s.sendErrLocked() != nil {
-		s.wmu.Unlock()
-		return
-	}
-	s.lane = appendFrameHeader(s.lane, frameHeader{length: 4, typ: frameWindowUpdate, streamID: st.id.Load()})
-	s.lane = binary.BigEndian.AppendUint32(s.lane, uint32(n))
 	s.flushControlAndUnlock()
 }
 
