@@ -371,3 +371,36 @@ func TestClosedConnNoticed(t *testing.T) {
 		}
 	})
 }
+
+// TestEndOfInputAfterAFailedWriteIsThatFailure checks the session's error
+// when a peer's reset reached the writer first and the reader then read
+// an end of input, as happens when the peer resets the connection while
+// this side writes: the session ends with the reset, not with a clean
+// close, on both transports.
+func TestEndOfInputAfterAFailedWriteIsThatFailure(t *testing.T) {
+	reset := &net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			cs, _ := pair(t, withTransport(nil, tr), withTransport(nil, tr))
+			if err := cs.connError(io.EOF, 0); !errors.Is(err, io.EOF) {
+				t.Fatalf("end of input with no failed write: %v, want io.EOF", err)
+			}
+			if tr == Smux {
+				f := cs.smux.conn.fl.Load()
+				f.mu.Lock()
+				f.err = reset
+				f.mu.Unlock()
+			} else {
+				cs.wmu.Lock()
+				cs.writeErr = reset
+				cs.wmu.Unlock()
+			}
+			for _, partial := range []int{0, 3} {
+				if err := cs.connError(io.EOF, partial); !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("end of input (%d bytes into a frame) after a write failed with a reset: %v, want ECONNRESET", partial, err)
+				}
+			}
+			cs.Kill()
+		})
+	}
+}

@@ -106,9 +106,15 @@ func (s *Session) readFrames() (*Stream, error) {
 }
 
 // connError turns a read error into the session's error. partial is how
-// many bytes of an unfinished frame had arrived.
+// many bytes of an unfinished frame had arrived. An end of input after a
+// write failed is that write's failure: a peer's reset is reported once,
+// to whichever of the reader and the writer asks first, and the other
+// then reads an end of input.
 func (s *Session) connError(err error, partial int) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if werr := s.writeFailure(); werr != nil {
+			return fmt.Errorf("mux: writing to the connection: %w", werr)
+		}
 		if partial > 0 {
 			return fmt.Errorf("%w: connection closed in the middle of a frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
 		}
@@ -351,4 +357,18 @@ func (s *Session) ownStreamsBetweenLocked(low, high uint32) []*Stream {
 		}
 	}
 	return found
+}
+
+// writeFailure returns the error a write to the connection failed with, or
+// nil.
+func (s *Session) writeFailure() error {
+	if s.smux != nil {
+		if f := s.smux.conn.fl.Load(); f != nil {
+			return f.failure()
+		}
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.writeErr
 }

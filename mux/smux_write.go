@@ -157,6 +157,17 @@ func (f *smuxFlusher) write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// failure returns the error a write to the connection failed with, or
+// nil; the flusher's stop at the session's end is none.
+func (f *smuxFlusher) failure() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil || errors.Is(f.err, ErrSessionClosed) {
+		return nil
+	}
+	return f.err
+}
+
 // stop ends the flusher: what is still queued is dropped, writes fail
 // with err, and the ends waiting for bytes to leave are counted. The
 // session's end calls it, with no lock held.
