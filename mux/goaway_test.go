@@ -2,6 +2,7 @@ package mux
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -482,6 +483,81 @@ func TestCloseDeliversTheLastWriteOfAStreamInFlight(t *testing.T) {
 			if err := <-served; err != nil {
 				t.Errorf("the handler's WriteLast: %v", err)
 			}
+		})
+	}
+}
+
+// TestDraining checks that Draining closes when this side can open no
+// more streams, for each of the reasons, and not before, while the streams
+// open then go on.
+func TestDraining(t *testing.T) {
+	closed := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	waitClosed := func(t *testing.T, c <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Draining still open after %s", what)
+		}
+	}
+	t.Run("peer's GoAway", func(t *testing.T) {
+		c, s := pair(t, nil, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		open, err := c.Open(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := open.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		accepted, err := s.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if closed(c.Draining()) || closed(s.Draining()) {
+			t.Fatal("Draining closed on a fresh session")
+		}
+		if err := s.GoAway(GoAwayNormal, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, c.Draining(), "the peer's GoAway")
+		if closed(s.Draining()) {
+			t.Error("the GoAway's sender may still open streams, but its Draining closed")
+		}
+		if _, err := c.Open(ctx); !errors.Is(err, ErrRefused) {
+			t.Errorf("Open after the GoAway: %v, want ErrRefused", err)
+		}
+		// The stream open before the GoAway goes on.
+		if _, err := accepted.Write([]byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(open, buf); err != nil || buf[0] != 'y' {
+			t.Fatalf("read on the stream open before the GoAway: %q, %v", buf, err)
+		}
+	})
+	for _, tr := range transports {
+		t.Run("Close/"+tr.String(), func(t *testing.T) {
+			c, _ := pair(t, withTransport(nil, tr), withTransport(nil, tr))
+			if closed(c.Draining()) {
+				t.Fatal("Draining closed on a fresh session")
+			}
+			c.Close()
+			waitClosed(t, c.Draining(), "Close")
+		})
+		t.Run("end/"+tr.String(), func(t *testing.T) {
+			c, s := pair(t, withTransport(nil, tr), withTransport(nil, tr))
+			s.Kill()
+			waitClosed(t, c.Done(), "the peer's end")
+			waitClosed(t, c.Draining(), "the session's end")
 		})
 	}
 }

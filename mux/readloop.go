@@ -322,6 +322,7 @@ func (s *Session) onGoAway(h frameHeader) error {
 		g.LastStreamID = min(g.LastStreamID, prev.LastStreamID)
 	}
 	s.goAwayRecv = g
+	s.stopOpensLocked()
 	excluded := s.ownStreamsBetweenLocked(g.LastStreamID, excludedAbove)
 	s.wakeSlotWaitersLocked()
 	s.mu.Unlock()

@@ -92,7 +92,8 @@ type Session struct {
 	heardAt     atomic.Int64 // unix nanos when bytes last arrived, for keepalive
 	activeAt    atomic.Int64 // unix nanos when a stream last ended, or the session started, for IdleTimeout
 	done        chan struct{}
-	err         error // why the session ended; set once before done closes
+	err         error         // why the session ended; set once before done closes
+	draining    chan struct{} // closed once this side may open no more streams; see Draining
 	wg          sync.WaitGroup
 	closeCalled atomic.Bool
 }
@@ -133,6 +134,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		acceptors: make(map[StreamType]chan struct{}),
 		pings:     make(map[uint64]chan struct{}),
 		done:      make(chan struct{}),
+		draining:  make(chan struct{}),
 		nextID:    2,
 	}
 	s.sock = newSocket(conn, s.progressed)
@@ -260,6 +262,22 @@ func (s *Session) openErrLocked() error {
 	return nil
 }
 
+// Draining is closed once this side can open no more streams on the
+// session: the peer sent a GoAway, this side began to close it (Close,
+// or its stream ids ran out), or the session ended. Streams already open
+// go on until they end. A client watches it to send new calls over
+// another session while this one finishes its last.
+func (s *Session) Draining() <-chan struct{} { return s.draining }
+
+// stopOpensLocked closes draining, once.
+func (s *Session) stopOpensLocked() {
+	select {
+	case <-s.draining:
+	default:
+		close(s.draining)
+	}
+}
+
 // signal puts a token in a one-slot channel without blocking.
 func signal(c chan struct{}) {
 	select {
@@ -365,6 +383,7 @@ func (s *Session) closeWith(final error, debug []byte) {
 	defer timeout.Stop()
 	s.mu.Lock()
 	s.closing = true
+	s.stopOpensLocked()
 	s.wakeSlotWaitersLocked()
 	var drained chan struct{}
 	if s.numIn+s.numOut+s.lastWrites > 0 && s.err == nil {
@@ -526,6 +545,7 @@ func (s *Session) fail(err error) {
 	}
 	s.err = err
 	close(s.done)
+	s.stopOpensLocked()
 	s.wakeSlotWaitersLocked()
 	streams := make([]*Stream, 0, len(s.streams))
 	for _, st := range s.streams {

@@ -321,6 +321,7 @@ func (s *Session) register(st *Stream) (uint32, error) {
 	st.id.Store(id)
 	s.streams[id] = st
 	if s.nextID > maxStreamID {
+		s.stopOpensLocked()
 		go s.stopWithIDsExhausted()
 	}
 	return id, nil
