@@ -278,6 +278,11 @@ func TestDocumentedDefaults(t *testing.T) {
 	if pc.maxHeader != 0 || pc.muxConfig().MaxIncomingStreams != 0 {
 		t.Fatalf("a Peer overrides the defaults of MaxHeaderListSize or of the session's stream limit: %+v", pc)
 	}
+	sc := NewServer().cfg
+	grace := int64(sc.maxAgeGrace)
+	if grace == 0 {
+		grace = -1 // no bound: "none"
+	}
 	rows := readLimitsTable(t)
 	streamLimit := int64(-2)
 	for _, r := range rows {
@@ -297,6 +302,9 @@ func TestDocumentedDefaults(t *testing.T) {
 		"Peer.Close flush":                       int64(goAwayWait),
 		"Trailer past the deadline":              int64(trailerGrace),
 		"GracefulStop":                           -1, // no bound: Stop is the bound
+		"Session age at a Server":                int64(sc.maxAge),
+		"Calls in flight after the age":          grace,
+		"Idle session at a Server":               int64(sc.peer.muxConfig().IdleTimeout),
 	}
 	options := ""
 	for _, r := range rows {
@@ -317,7 +325,8 @@ func TestDocumentedDefaults(t *testing.T) {
 	for name := range want {
 		t.Errorf("the table has no row %q", name)
 	}
-	for _, opt := range []string{"MaxRecvMsgSize", "MaxSendMsgSize", "MaxCallRecvMsgSize", "MaxCallSendMsgSize", "MaxHeaderListSize", "MaxConcurrentCalls"} {
+	for _, opt := range []string{"MaxRecvMsgSize", "MaxSendMsgSize", "MaxCallRecvMsgSize", "MaxCallSendMsgSize", "MaxHeaderListSize", "MaxConcurrentCalls",
+		"MaxConnectionAge", "MaxConnectionAgeGrace", "MaxConnectionIdle"} {
 		if !strings.Contains(options, "`rpc."+opt+"`") {
 			t.Errorf("no row of the table is configured by rpc.%s", opt)
 		}

@@ -3,6 +3,7 @@ package rpc
 import (
 	"crypto/tls"
 	"math"
+	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/metadata"
@@ -36,7 +37,8 @@ type peerConfig struct {
 	streamClient []StreamClientInterceptor
 	maxRecv      int
 	maxSend      int
-	maxHeader    int // see MaxHeaderListSize; 0: the default
+	maxHeader    int           // see MaxHeaderListSize; 0: the default
+	maxIdle      time.Duration // see MaxConnectionIdle; 0: the mux config's
 }
 
 type serverConfig struct {
@@ -44,6 +46,8 @@ type serverConfig struct {
 	unaryServer  []UnaryServerInterceptor
 	streamServer []StreamServerInterceptor
 	onPeer       func(*Peer)
+	maxAge       time.Duration // see MaxConnectionAge; 0: never
+	maxAgeGrace  time.Duration // see MaxConnectionAgeGrace; 0: none
 }
 
 func newPeerConfig() peerConfig {
@@ -99,11 +103,15 @@ func MaxConcurrentCalls(n int) Option {
 	return bothOption(func(c *peerConfig) { c.maxCalls = n })
 }
 
-// muxConfig returns the session configuration the options make.
+// muxConfig returns the session configuration the options make: those
+// that set a field of it win over MuxConfig, whatever their order.
 func (c *peerConfig) muxConfig() *mux.Config {
 	cfg := c.mux
 	if c.maxCalls != 0 {
 		cfg.MaxIncomingStreams = c.maxCalls
+	}
+	if c.maxIdle != 0 {
+		cfg.IdleTimeout = c.maxIdle
 	}
 	return &cfg
 }

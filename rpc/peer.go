@@ -217,13 +217,17 @@ func (p *Peer) Close() error {
 // on calling meanwhile. If ctx ends first, Shutdown closes the session at
 // once as Close does, without waiting further for handlers (they are
 // cancelled), and returns ctx's error.
-func (p *Peer) Shutdown(ctx context.Context) error {
+func (p *Peer) Shutdown(ctx context.Context) error { return p.shutdownWithin(ctx, nil) }
+
+// shutdownWithin is Shutdown, with debug data for the GoAway: a
+// MaxConnectionAge's, bounded by its grace.
+func (p *Peer) shutdownWithin(ctx context.Context, debug []byte) error {
 	killed := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(killed)
 		p.closeNow()
 	})
-	err := p.shutdown(ctx, nil)
+	err := p.shutdown(ctx, debug)
 	switch {
 	case !stop():
 		<-killed

@@ -198,8 +198,11 @@ func (s *Server) ServeConn(conn net.Conn) error {
 // ServeSession serves calls on a session the caller made, on either side
 // of it, and returns when the session has ended and its handlers have
 // returned. It returns nil if the session was closed by Close or Stop on
-// this side, or by the peer's own Close, ErrServerStopped if the Server
-// had stopped already, and the session's error otherwise.
+// this side (a MaxConnectionAge's among them), or by the peer's own
+// Close, ErrServerStopped if the Server had stopped already, and the
+// session's error otherwise. MaxConnectionAge applies to the session;
+// MaxConnectionIdle does not, the session's IdleTimeout being the one it
+// was made with.
 func (s *Server) ServeSession(sess *mux.Session) error {
 	cfg := s.cfg.peer
 	cfg.services = s
@@ -213,10 +216,12 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	}
 	s.peers[p] = struct{}{}
 	s.mu.Unlock()
+	stopAge := s.watchAge(p)
 	if s.cfg.onPeer != nil {
 		go s.cfg.onPeer(p)
 	}
 	p.wait()
+	stopAge()
 	s.mu.Lock()
 	delete(s.peers, p)
 	s.mu.Unlock()
