@@ -544,6 +544,23 @@ func TestDraining(t *testing.T) {
 			t.Fatalf("read on the stream open before the GoAway: %q, %v", buf, err)
 		}
 	})
+	t.Run("last stream id", func(t *testing.T) {
+		c, s := pair(t, nil, nil)
+		serveEcho(t, s)
+		c.mu.Lock()
+		c.nextID = maxStreamID // one id left
+		c.mu.Unlock()
+		ctx := testCtx(t, 10*time.Second)
+		last, err := c.Open(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := echoOn(ctx, last, []byte("last"), false); err != nil {
+			t.Fatalf("the stream with the last id: %v", err)
+		}
+		waitClosed(t, c.Draining(), "the last id was given out") // ids are given out as streams are first sent
+		last.Close()
+	})
 	for _, tr := range transports {
 		t.Run("Close/"+tr.String(), func(t *testing.T) {
 			c, _ := pair(t, withTransport(nil, tr), withTransport(nil, tr))

@@ -33,7 +33,7 @@ func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ Clie
 	defer p.callEnds()
 	cfg := p.callConfig(opts)
 	err := p.invokeOnce(ctx, method, req, reply, &cfg)
-	if err != nil && IsRetrySafe(err) && ctx.Err() == nil && p.sess.Err() == nil {
+	if err != nil && IsRetrySafe(err) && ctx.Err() == nil && !p.goingAway() {
 		err = p.invokeOnce(ctx, method, req, reply, &cfg)
 	}
 	return err

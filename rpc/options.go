@@ -39,6 +39,8 @@ type peerConfig struct {
 	maxSend      int
 	maxHeader    int           // see MaxHeaderListSize; 0: the default
 	maxIdle      time.Duration // see MaxConnectionIdle; 0: the mux config's
+	client       clientParams  // a Client's own options; see NewClient
+	pooled       bool          // the Peer is one of a Client's sessions
 }
 
 type serverConfig struct {

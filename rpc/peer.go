@@ -283,6 +283,18 @@ func (p *Peer) kill() {
 	p.sess.Kill()
 }
 
+// goingAway reports whether this side can open no more streams on the
+// session: the other side sent a GoAway, this side is closing it, or it
+// has ended.
+func (p *Peer) goingAway() bool {
+	select {
+	case <-p.sess.Draining():
+		return true
+	default:
+		return false
+	}
+}
+
 // Done is closed when the session has ended.
 func (p *Peer) Done() <-chan struct{} { return p.sess.Done() }
 

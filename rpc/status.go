@@ -62,9 +62,11 @@ func errConnClosing() error {
 
 // callError converts an error from the session under a call of p into the
 // call's error: ErrConnClosing once this side has begun to close the
-// session, else what sessionError says.
+// session, else what sessionError says. A call that a Client's session
+// refused as the Client retired it stays retry-safe, for the Client to
+// send it over another.
 func (p *Peer) callError(ctx context.Context, byCtx bool, err error) error {
-	if p.closing.Load() {
+	if p.closing.Load() && !(p.cfg.pooled && mux.IsRetrySafe(err)) {
 		return errConnClosing()
 	}
 	return sessionError(ctx, p.sess, byCtx, err)
