@@ -83,7 +83,6 @@ func NewClient(target string, opts ...DialOption) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rpc: NewClient: %w", err)
 	}
-	cfg.pooled = true
 	c := &Client{
 		target:    target,
 		cfg:       cfg,
@@ -99,6 +98,7 @@ func NewClient(target string, opts ...DialOption) (*Client, error) {
 	// The Client runs its interceptors once per call; its sessions' Peers
 	// keep them for the calls made on a Peer itself, from a callback's
 	// handler through PeerFromContext say.
+	c.cfg.owner = c
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.stopped, c.stop = context.WithCancel(context.Background())
 	return c, nil

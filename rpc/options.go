@@ -40,7 +40,7 @@ type peerConfig struct {
 	maxHeader    int           // see MaxHeaderListSize; 0: the default
 	maxIdle      time.Duration // see MaxConnectionIdle; 0: the mux config's
 	client       clientParams  // a Client's own options; see NewClient
-	pooled       bool          // the Peer is one of a Client's sessions
+	owner        *Client       // the Client the Peer is a session of, if any
 }
 
 type serverConfig struct {

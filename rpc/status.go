@@ -62,11 +62,13 @@ func errConnClosing() error {
 
 // callError converts an error from the session under a call of p into the
 // call's error: ErrConnClosing once this side has begun to close the
-// session, else what sessionError says. A call that a Client's session
-// refused as the Client retired it stays retry-safe, for the Client to
-// send it over another.
+// session, else what sessionError says. One of a Client's sessions
+// closes so only when the Client does: while the Client lives, it retires
+// a session because the session went away, and a call that met that
+// fails as the session's end says, retry-safe when it never ran, so
+// that the Client sends it over another.
 func (p *Peer) callError(ctx context.Context, byCtx bool, err error) error {
-	if p.closing.Load() && !(p.cfg.pooled && mux.IsRetrySafe(err)) {
+	if p.closing.Load() && (p.cfg.owner == nil || p.cfg.owner.ctx.Err() != nil) {
 		return errConnClosing()
 	}
 	return sessionError(ctx, p.sess, byCtx, err)
