@@ -168,12 +168,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // The endpoint moves through its states only by these, which also update
 // the Client's ready set and state.
 
-// endpointConnecting records that e is connecting.
+// endpointConnecting records that e is connecting. An endpoint whose
+// last attempt failed stays in TransientFailure while it tries again, as
+// gRPC's do, so that fail-fast calls keep failing at once rather than
+// wait for an attempt that may hang until its timeout.
 func (c *Client) endpointConnecting(e *endpoint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e.state = connectivity.Connecting
-	c.updateLocked()
+	if e.state != connectivity.TransientFailure {
+		e.state = connectivity.Connecting
+		c.updateLocked()
+	}
 }
 
 // endpointFailed records that e's attempt to connect failed with err.
