@@ -185,3 +185,36 @@ func BenchmarkServerStreamMany(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClientVsPeer measures the same unary call (64-byte request and
+// response, one caller) on a bare Peer and through a Client whose one
+// session goes to the same server, so that the difference is the
+// Client's: picking a session and its bookkeeping of the call.
+// Allocations count both ends.
+func BenchmarkClientVsPeer(b *testing.B) {
+	srv := NewServer()
+	srv.RegisterService(&echoDesc, &echoImpl{name: "s"})
+	addr := serve(b, srv)
+	ctx := context.Background()
+	req := wrapperspb.String(string(make([]byte, 62)))
+	run := func(b *testing.B, c echoClient) {
+		if _, err := c.Unary(ctx, req); err != nil { // the Client's first call connects
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Unary(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("peer", func(b *testing.B) { run(b, echoClient{dial(b, addr)}) })
+	b.Run("client", func(b *testing.B) {
+		cl, err := NewClient("passthrough:///" + addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cl.Close() })
+		run(b, echoClient{cl})
+	})
+}

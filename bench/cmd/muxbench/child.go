@@ -28,6 +28,8 @@ func runServerChild(fw *framework) error {
 	if err := ctl.send(serverReady{Addr: lis.Addr().String()}); err != nil {
 		return err
 	}
+	fl := &fleet{fw: fw}
+	defer fl.stop()
 	var w *window
 	for {
 		var req serverRequest
@@ -49,6 +51,8 @@ func runServerChild(fw *framework) error {
 			rep.Cost, w = &c, nil
 		case "callback":
 			rep = callBack(srv, req)
+		case "fleet", "kill", "restart", "served":
+			rep = fl.handle(req)
 		default:
 			rep.Err = fmt.Sprintf("unknown op %q", req.Op)
 		}

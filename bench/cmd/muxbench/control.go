@@ -26,8 +26,12 @@ type serverRequest struct {
 	// Op is "begin" (start measuring), "end" (stop, and reply with the
 	// cost), or "callback" (call the client's Callback service with
 	// Callers callers of Size-byte requests for Duration, and reply with
-	// the calls made).
+	// the calls made); or, for W9 and W10, one of the fleet's: "fleet"
+	// (start Count servers), "kill", "restart" or "served" (of server
+	// Index; see fleet.handle).
 	Op       string        `json:"op"`
+	Count    int           `json:"count,omitempty"`
+	Index    int           `json:"index,omitempty"`
 	Callers  int           `json:"callers,omitempty"`
 	Size     int           `json:"size,omitempty"`
 	Duration time.Duration `json:"duration,omitempty"`
@@ -39,6 +43,8 @@ type serverReply struct {
 	Calls   int64         `json:"calls,omitempty"`
 	Elapsed time.Duration `json:"elapsed,omitempty"`
 	Checked int64         `json:"checked,omitempty"` // answer bytes the server checked
+	Addrs   []string      `json:"addrs,omitempty"`   // of a fleet's servers
+	At      int64         `json:"at,omitempty"`      // when a kill's Stop returned, Unix ns
 	Err     string        `json:"err,omitempty"`
 }
 

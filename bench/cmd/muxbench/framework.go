@@ -27,6 +27,9 @@ type framework struct {
 
 	serve func(lis net.Listener, b *benchServer) (server, error)
 	dial  func(ctx context.Context, addr string, o dialOptions) (conn, error)
+	// dialFleet makes one client over the servers at addrs, balancing
+	// calls over them (W9, W10); nil for a framework without one.
+	dialFleet func(ctx context.Context, addrs []string, o fleetOptions) (fleetConn, error)
 }
 
 // dialOptions are what a workload asks of a connection beyond the defaults.

@@ -3,12 +3,17 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 
 	"github.com/muxrpc/muxrpc/bench/proto/benchgrpc"
 	"github.com/muxrpc/muxrpc/bench/proto/benchpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer/leastrequest"
+	"google.golang.org/grpc/balancer/roundrobin"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 )
 
 // grpcFramework is gRPC-Go with its defaults, over plaintext HTTP/2.
@@ -17,6 +22,7 @@ var grpcFramework = &framework{
 	multiplexes: true,
 	serve:       serveGRPC,
 	dial:        dialGRPC,
+	dialFleet:   dialGRPCFleet,
 }
 
 // grpcBench adapts the Bench service to gRPC's generated server interface.
@@ -90,3 +96,46 @@ func (c *grpcConn) bidi(ctx context.Context) (bidiStream, error) {
 }
 
 func (c *grpcConn) close() error { return c.cc.Close() }
+
+// grpcFleetConn is one gRPC ClientConn over a fleet's servers: a
+// subchannel, one HTTP/2 connection, to each.
+type grpcFleetConn struct {
+	cc     *grpc.ClientConn
+	client benchgrpc.BenchClient
+	opts   []grpc.CallOption
+}
+
+// dialGRPCFleet makes a ClientConn over addrs, given by a manual resolver
+// of its own, balanced by round_robin (or least_request_experimental),
+// with the fleet's backoff.
+func dialGRPCFleet(_ context.Context, addrs []string, o fleetOptions) (fleetConn, error) {
+	r := manual.NewBuilderWithScheme("fleet")
+	var st resolver.State
+	for _, a := range addrs {
+		st.Addresses = append(st.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(st)
+	policy := roundrobin.Name
+	if o.leastOutstanding {
+		policy = leastrequest.Name
+	}
+	cc, err := grpc.NewClient(r.Scheme()+":///fleet",
+		grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, policy)),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: fleetBackoff.Backoff, MinConnectTimeout: fleetBackoff.MinConnectTimeout}))
+	if err != nil {
+		return nil, err
+	}
+	c := &grpcFleetConn{cc: cc, client: benchgrpc.NewBenchClient(cc)}
+	if o.waitForReady {
+		c.opts = append(c.opts, grpc.WaitForReady(true))
+	}
+	return c, nil
+}
+
+func (c *grpcFleetConn) unary(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error) {
+	return c.client.Unary(ctx, in, c.opts...)
+}
+
+func (c *grpcFleetConn) close() error { return c.cc.Close() }

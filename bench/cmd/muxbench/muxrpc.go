@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 
 	"github.com/muxrpc/muxrpc/bench/proto/benchpb"
@@ -28,6 +29,9 @@ func newMuxrpcFramework(name string, t mux.Transport) *framework {
 		},
 		dial: func(ctx context.Context, addr string, o dialOptions) (conn, error) {
 			return dialMuxrpc(ctx, addr, cfg, o)
+		},
+		dialFleet: func(_ context.Context, addrs []string, o fleetOptions) (fleetConn, error) {
+			return dialMuxrpcFleet(addrs, cfg, o)
 		},
 	}
 }
@@ -146,3 +150,36 @@ func (c *muxrpcConn) bidi(ctx context.Context) (bidiStream, error) {
 }
 
 func (c *muxrpcConn) close() error { return c.peer.Close() }
+
+// muxrpcFleetConn is one rpc.Client over a fleet's servers: a session to
+// each.
+type muxrpcFleetConn struct {
+	c      *rpc.Client
+	client benchpb.BenchClient
+	opts   []rpc.CallOption
+}
+
+// dialMuxrpcFleet makes an rpc.Client over addrs, a static: target,
+// balanced by RoundRobin (or LeastOutstanding), with the fleet's backoff.
+func dialMuxrpcFleet(addrs []string, cfg *mux.Config, o fleetOptions) (fleetConn, error) {
+	b := rpc.RoundRobin
+	if o.leastOutstanding {
+		b = rpc.LeastOutstanding
+	}
+	c, err := rpc.NewClient("static:///"+strings.Join(addrs, ","),
+		rpc.MuxConfig(cfg), rpc.WithBalancer(b), rpc.WithConnectParams(fleetBackoff))
+	if err != nil {
+		return nil, err
+	}
+	fc := &muxrpcFleetConn{c: c, client: benchpb.NewBenchClient(c)}
+	if o.waitForReady {
+		fc.opts = append(fc.opts, rpc.WaitForReady(true))
+	}
+	return fc, nil
+}
+
+func (c *muxrpcFleetConn) unary(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error) {
+	return c.client.Unary(ctx, in, c.opts...)
+}
+
+func (c *muxrpcFleetConn) close() error { return c.c.Close() }

@@ -23,6 +23,8 @@ var generalDeviations = []string{
 	"W2-pool dials 64 separate connections (64 gRPC ClientConns, 64 DRPC conns, 64 muxrpc peers, 64 raw conns), one caller each.",
 	"W7 applies to muxrpc only: gRPC-Go, DRPC and raw cannot call a service the client exposes on the client's own connection.",
 	"W8 applies to the frameworks that multiplex calls on a connection (gRPC-Go, muxrpc on both transports); DRPC and raw carry one call at a time, so a unary call cannot run beside a stream.",
+	"W9, W9-lo and W10 apply to gRPC-Go and muxrpc, whose long-lived clients balance over many servers (grpc.NewClient over a manual resolver's addresses with round_robin or least_request_experimental; rpc.NewClient over a static: target with RoundRobin or LeastOutstanding); DRPC and raw have none. The 3 servers are 3 listeners with a server each in the one server child, whose costs count all 3. Both clients reconnect with the same short backoff instead of the defaults: 100 ms by 1.6 up to 1 s, ±20% jitter, at least 1 s per attempt.",
+	"W10 kills a server with Stop (gRPC-Go grpc.Server.Stop, muxrpc rpc.Server.Stop: the listener and every connection, abruptly); a recovery is from Stop's return to the end of the first call started after it that succeeds; calls wait for ready (grpc.WaitForReady(true), rpc.WaitForReady(true)). Its costs per operation are per kill.",
 }
 
 // writeReport writes the run's markdown report.
@@ -46,7 +48,7 @@ func writeReport(out io.Writer, r results, rp report) {
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "## Cost per operation")
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "Over each measured window: heap allocations (runtime.MemStats Mallocs and TotalAlloc) and CPU time (getrusage, user + system) of each process, divided by the operations of the window (a call; for W4 a message, for W5 and W6 a round trip; for W8 a call of its idle phase).")
+	fmt.Fprintln(out, "Over each measured window: heap allocations (runtime.MemStats Mallocs and TotalAlloc) and CPU time (getrusage, user + system) of each process, divided by the operations of the window (a call; for W4 a message, for W5 and W6 a round trip; for W8 a call of its idle phase; for W10 a kill and its recovery).")
 	fmt.Fprintln(out)
 	writeTable(out, r, rp.workloads, rp.frameworks, func(*workload) []metric { return costMetrics })
 	fmt.Fprintln(out)

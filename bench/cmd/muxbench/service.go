@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"github.com/muxrpc/muxrpc/bench/proto/benchpb"
 )
@@ -11,10 +12,19 @@ import (
 // benchServer is the behaviour of the Bench service, the same for every
 // framework: each adapter's handlers only translate its stream types to
 // these functions.
-type benchServer struct{}
+type benchServer struct {
+	// served, if set, counts the Unary calls answered (a fleet's servers,
+	// W9 and W10).
+	served *atomic.Int64
+}
 
 // unary is Unary: the request is the answer.
-func (benchServer) unary(in *benchpb.Payload) *benchpb.Payload { return in }
+func (b benchServer) unary(in *benchpb.Payload) *benchpb.Payload {
+	if b.served != nil {
+		b.served.Add(1)
+	}
+	return in
+}
 
 // serverStream is ServerStream: req.Count messages (0: until ctx ends or
 // send fails) whose data is the first req.Size bytes of the pattern, each

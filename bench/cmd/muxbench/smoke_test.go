@@ -52,11 +52,11 @@ func TestQuickRunReportsEverything(t *testing.T) {
 	for _, w := range workloads {
 		for _, m := range w.metrics {
 			if !m.optional {
-				checkRow(t, rows, w, m.label)
+				checkRow(t, rows, w, m)
 			}
 		}
 		for _, m := range costMetrics {
-			checkRow(t, rows, w, m.label)
+			checkRow(t, rows, w, m)
 		}
 	}
 	for _, f := range frameworks {
@@ -107,12 +107,12 @@ func tableRows(report string) map[string][][]string {
 	return rows
 }
 
-// checkRow checks the row of workload w and metric label: a positive
-// number in each framework's cell where w applies, n/a elsewhere, and a
-// ratio in each ratio column.
-func checkRow(t *testing.T, rows map[string][][]string, w *workload, label string) {
+// checkRow checks the row of workload w and metric m: a positive number
+// (or, for a mayBeZero metric, a number not below 0) in each framework's
+// cell where w applies, n/a elsewhere, and a ratio in each ratio column.
+func checkRow(t *testing.T, rows map[string][][]string, w *workload, m metric) {
 	t.Helper()
-	key := fmt.Sprintf("%s %s|%s", w.name, w.about, label)
+	key := fmt.Sprintf("%s %s|%s", w.name, w.about, m.label)
 	found := rows[key]
 	if len(found) == 0 {
 		t.Errorf("no row %q", key)
@@ -131,7 +131,7 @@ func checkRow(t *testing.T, rows map[string][][]string, w *workload, label strin
 			}
 			continue
 		}
-		if v, err := leadingNumber(c); err != nil || v <= 0 {
+		if v, err := leadingNumber(c); err != nil || v < 0 || v == 0 && !m.mayBeZero {
 			t.Errorf("row %q, %s: %q, want a positive number", key, f.name, c)
 		}
 	}

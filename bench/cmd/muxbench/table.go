@@ -16,7 +16,10 @@ type metric struct {
 	higher bool
 	// optional rows appear only when some framework measured them.
 	optional bool
-	value    func(sample) float64
+	// mayBeZero rows count events that may not happen (W10's failed
+	// calls): 0 is a measurement, not a missing one.
+	mayBeZero bool
+	value     func(sample) float64
 }
 
 // costMetrics are the rows of the cost table, for every workload: what

@@ -28,6 +28,7 @@ type params struct {
 	BidiMessages int           `json:"bidi_messages"`
 	BidiSize     int           `json:"bidi_size"`
 	FloodSize    int           `json:"flood_size"`
+	Kills        int           `json:"kills"`                 // W10
 	ProfileDir   string        `json:"profile_dir,omitempty"` // -profile
 }
 
@@ -40,6 +41,7 @@ func defaultParams(d time.Duration) params {
 		StreamCount: 200_000, StreamSize: 1 << 10,
 		BidiStreams: 1000, BidiMessages: 10, BidiSize: 1 << 10,
 		FloodSize: 1 << 20,
+		Kills:     20,
 	}
 }
 
@@ -52,6 +54,7 @@ func quickParams() params {
 		StreamCount: 2000, StreamSize: 1 << 10,
 		BidiStreams: 100, BidiMessages: 3, BidiSize: 1 << 10,
 		FloodSize: 64 << 10,
+		Kills:     3,
 	}
 }
 
@@ -71,9 +74,14 @@ type sample struct {
 	LoadedP99 time.Duration `json:"loaded_p99,omitempty"`
 	UrgentP50 time.Duration `json:"urgent_p50,omitempty"`
 	UrgentP99 time.Duration `json:"urgent_p99,omitempty"`
-	Client    cost          `json:"client"`
-	Server    cost          `json:"server"`
-	Checked   int64         `json:"checked"` // answer bytes compared, by both sides
+	// Failed is W10's failed calls, and Rejoin its median time from a
+	// server's restart until it answered a call (P50 and P99 are then
+	// those of its recovery times).
+	Failed  int64         `json:"failed,omitempty"`
+	Rejoin  time.Duration `json:"rejoin,omitempty"`
+	Client  cost          `json:"client"`
+	Server  cost          `json:"server"`
+	Checked int64         `json:"checked"` // answer bytes compared, by both sides
 }
 
 // A workload is one thing the report measures.
@@ -187,6 +195,26 @@ var workloads = []*workload{
 			{label: "urgent loaded p99 µs", optional: true, value: func(s sample) float64 { return micros(s.UrgentP99) }},
 		},
 	},
+	{
+		name: "W9", about: "unary 64 B, 64 callers, 1 client over 3 servers, round robin",
+		applies: hasFleetClient, serialised: never, run: runW9(false),
+		metrics: []metric{{label: "calls/s", higher: true, value: perSecond}},
+	},
+	{
+		name: "W9-lo", about: "unary 64 B, 64 callers, 1 client over 3 servers, least outstanding",
+		applies: hasFleetClient, serialised: never, run: runW9(true),
+		metrics: []metric{{label: "calls/s", higher: true, value: perSecond}},
+	},
+	{
+		name: "W10", about: "failover: 1 caller, 1 client over 3 servers, one killed and restarted at a time",
+		applies: hasFleetClient, serialised: never, run: runW10,
+		metrics: []metric{
+			{label: "recovery p50 ms", value: func(s sample) float64 { return millis(s.P50) }},
+			{label: "recovery p99 ms", value: func(s sample) float64 { return millis(s.P99) }},
+			{label: "failed calls/kill", mayBeZero: true, value: func(s sample) float64 { return float64(s.Failed) / float64(s.Ops) }},
+			{label: "rejoin p50 ms", value: func(s sample) float64 { return millis(s.Rejoin) }},
+		},
+	},
 }
 
 // workloadNamed returns the workload called name.
@@ -203,6 +231,7 @@ func workloadNamed(name string) (*workload, error) {
 
 func perSecond(s sample) float64     { return float64(s.Ops) / s.Elapsed.Seconds() }
 func micros(d time.Duration) float64 { return float64(d) / 1e3 }
+func millis(d time.Duration) float64 { return float64(d) / 1e6 }
 func mib(b uint64) float64           { return float64(b) / (1 << 20) }
 func kibPerOp(b uint64, s sample) float64 {
 	return float64(b) / 1024 / float64(s.Ops)
