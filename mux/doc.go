@@ -82,6 +82,11 @@
 // ended) satisfy errors.Is(err, [ErrRefused]); [IsRetrySafe] reports
 // exactly that, and only then is it safe to send the same request again,
 // on this session or another, without risk of doing its work twice.
+// A write that fails because the peer closed the connection does not end
+// the session before it has read what the connection still holds (for
+// at most 500 ms): the peer's GoAway, or the answers of streams it
+// finished, may wait there unread, and a stream the peer's GoAway
+// excluded fails retry-safe even if this side's write failed first.
 //
 // # Keepalive
 //

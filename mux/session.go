@@ -86,7 +86,8 @@ type Session struct {
 	goAwayRecv  *GoAwayError
 	protoErr    error // the peer broke the protocol: the session's error, whatever fails while the GOAWAY saying so leaves
 	closing     bool
-	closeErr    error // set by a graceful close once its streams are done: the session's error, whatever fails while it lingers
+	closeErr    error       // set by a graceful close once its streams are done: the session's error, whatever fails while it lingers
+	writeFail   *time.Timer // set once a write failed: ends the session if the reader has not by then, see writeFailed
 	pings       map[uint64]chan struct{}
 	pingSeq     uint64
 	heardAt     atomic.Int64 // unix nanos when bytes last arrived, for keepalive
@@ -544,6 +545,9 @@ func (s *Session) fail(err error) {
 		err = s.protoErr
 	}
 	s.err = err
+	if s.writeFail != nil {
+		s.writeFail.Stop()
+	}
 	close(s.done)
 	s.stopOpensLocked()
 	s.wakeSlotWaitersLocked()

@@ -121,7 +121,7 @@ func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 	s.wmu.Unlock()
 	a.do()
 	if err != nil {
-		s.fail(err)
+		s.writeFailed(err)
 	}
 	return nil
 }
@@ -282,15 +282,15 @@ func (s *Session) sendControl(h frameHeader, payload ...uint32) {
 // the room that data has, the peer has stopped reading, and the session
 // ends.
 func (s *Session) flushControlAndUnlock() {
-	var err error
 	if pending := len(s.wbuf) + len(s.lane); pending > controlBufferLimit {
-		err = fmt.Errorf("%w: peer does not read (%d bytes pending)", ErrProtocol, pending)
-	} else {
-		err = s.flushLocked()
+		s.wmu.Unlock()
+		s.fail(fmt.Errorf("%w: peer does not read (%d bytes pending)", ErrProtocol, pending))
+		return
 	}
+	err := s.flushLocked()
 	s.wmu.Unlock()
 	if err != nil {
-		s.fail(err)
+		s.writeFailed(err)
 	}
 }
 
@@ -472,10 +472,40 @@ func (s *Session) writeLoop() {
 		s.idleLocked()
 		s.wmu.Unlock()
 		if err != nil {
-			s.fail(fmt.Errorf("mux: writing to the connection: %w", err))
+			s.writeFailed(err)
 		}
 	}
 }
+
+// writeFailed ends the session after a write to the connection failed
+// with err (the error is recorded in writeErr, so nothing more is
+// written), but not before the reader has read what the peer sent before
+// the connection ended, or readAfterWriteFailure has passed. A write
+// fails when the peer has closed the connection, a graceful close of the
+// peer's among others; what the peer sent before it closed may still
+// wait unread in the kernel (on Linux even after the peer's TCP reset,
+// which fails the write with ECONNRESET, then EPIPE): the answers of
+// streams the peer finished, and above all its GOAWAY, whose
+// Last-Stream-ID proves that this side's later streams were never
+// processed. Ended at once, the session would fail those streams as
+// maybe processed, and the finished ones as cut off; read to the end, it
+// gives the former their refusal (ErrRefused) and the latter their
+// answers. The reader's end of input then ends the session with the
+// write's error (see connError).
+func (s *Session) writeFailed(err error) {
+	err = fmt.Errorf("mux: writing to the connection: %w", err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || s.writeFail != nil {
+		return
+	}
+	s.writeFail = time.AfterFunc(readAfterWriteFailure, func() { s.fail(err) })
+}
+
+// readAfterWriteFailure bounds how long a session whose write failed
+// reads on before it ends: what a closed connection still holds is read in
+// an instant, and a peer that neither reads nor closes gets no longer.
+const readAfterWriteFailure = lingerTimeout
 
 // progressed notes that bytes left for the peer, for keepalive; drained
 // says they left because the peer read what was waiting before them.
