@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -139,5 +140,72 @@ func TestStreamsRacingAGracefulCloseFailRetrySafe(t *testing.T) {
 	case <-c.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the client session did not end after the server's")
+	}
+}
+
+// TestRefusalsForAGoAwayFollowIt has a raw peer open streams as fast as
+// it can while the session sends its GoAway, by GoAway or by Close: a
+// RESET(REFUSED) the session sends because of its GoAway, or of Close,
+// must reach the peer after the GOAWAY, whose Last-Stream-ID excludes the
+// stream. A refusal read first looks like one of a session that lives on
+// (over its limit, say), to which a client sends the request again,
+// instead of moving it elsewhere at once.
+func TestRefusalsForAGoAwayFollowIt(t *testing.T) {
+	for i := range 40 {
+		byClose := i%2 == 1
+		p, s := rawClientOf(t, &Config{KeepAliveInterval: -1, CloseTimeout: 50 * time.Millisecond})
+		stop := make(chan struct{})
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			for id := uint32(1); id < 400; id += 2 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := p.conn.Write(openFrame(id, TypeDefault, []byte("x"), true)); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Duration(i%5) * 100 * time.Microsecond)
+		closed := make(chan struct{})
+		if byClose {
+			go func() {
+				defer close(closed)
+				s.Close()
+			}()
+		} else {
+			close(closed)
+			if err := s.GoAway(GoAwayNormal, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var refused []uint32
+		for {
+			h, payload, err := p.readFrame()
+			if err != nil {
+				t.Fatalf("reading until the GOAWAY: %v", err)
+			}
+			if h.typ == frameReset && binary.BigEndian.Uint32(payload) == ResetRefused {
+				refused = append(refused, h.streamID)
+			}
+			if h.typ != frameGoAway {
+				continue
+			}
+			last := binary.BigEndian.Uint32(payload)
+			for _, id := range refused {
+				if id > last {
+					t.Errorf("round %d (close %v): RESET(REFUSED) of stream %d before the GOAWAY with Last-Stream-ID %d", i, byClose, id, last)
+				}
+			}
+			break
+		}
+		close(stop)
+		<-sent
+		p.conn.Close()
+		<-closed
+		s.Kill()
 	}
 }

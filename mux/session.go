@@ -330,19 +330,39 @@ func (s *Session) GoAway(code uint32, debug []byte) error {
 	if limit := s.goAwayDebugLimit(); len(debug) > limit {
 		return fmt.Errorf("mux: GoAway: %d bytes of debug data exceed the limit of %d", len(debug), limit)
 	}
+	return s.goAway(code, debug, nil)
+}
+
+// goAway sends this side's first GoAway, after mark, if not nil, has
+// changed the session's state under mu: the GoAway is queued in the same
+// step as it becomes this side's, and as mark's change (Close's), both
+// under wmu. The reader, which refuses the peer's new streams once it
+// sees either, queues their RESET(REFUSED) only after the GOAWAY, so the
+// peer always reads the GOAWAY first: a refusal it reads before a GOAWAY
+// means the stream was refused by a session that lives on (over its
+// stream limit, say), and the peer may well send it again there.
+func (s *Session) goAway(code uint32, debug []byte, mark func()) error {
+	s.wmu.Lock()
 	s.mu.Lock()
-	if s.err != nil {
-		s.mu.Unlock()
-		return s.err
+	if mark != nil {
+		mark()
 	}
-	if s.goAwaySent != nil {
+	if s.err != nil || s.goAwaySent != nil {
+		err := s.err
 		s.mu.Unlock()
-		return nil
+		s.wmu.Unlock()
+		return err
 	}
 	g := s.newGoAwayLocked(code, debug)
 	s.goAwaySent = g
 	s.mu.Unlock()
-	return s.send(appendGoAway(nil, g))
+	if err := s.sendErrLocked(); err != nil {
+		s.wmu.Unlock()
+		return err
+	}
+	s.wbuf = appendGoAway(s.wbuf, g)
+	s.flushControlAndUnlock()
+	return nil
 }
 
 // newGoAwayLocked returns a GoAway of this side's. Its Last-Stream-ID is
@@ -382,18 +402,22 @@ func (s *Session) closeWith(final error, debug []byte) {
 	}
 	timeout := time.NewTimer(s.cfg.CloseTimeout)
 	defer timeout.Stop()
-	s.mu.Lock()
-	s.closing = true
-	s.stopOpensLocked()
-	s.wakeSlotWaitersLocked()
 	var drained chan struct{}
-	if s.numIn+s.numOut+s.lastWrites > 0 && s.err == nil {
-		drained = make(chan struct{})
-		s.drained = drained
+	markClosing := func() {
+		s.closing = true
+		s.stopOpensLocked()
+		s.wakeSlotWaitersLocked()
+		if s.numIn+s.numOut+s.lastWrites > 0 && s.err == nil {
+			drained = make(chan struct{})
+			s.drained = drained
+		}
 	}
-	s.mu.Unlock()
 	if s.smux == nil {
-		s.GoAway(GoAwayNormal, debug)
+		s.goAway(GoAwayNormal, debug, markClosing) // refusals for closing follow the GOAWAY
+	} else {
+		s.mu.Lock()
+		markClosing()
+		s.mu.Unlock()
 	}
 	timedOut := false
 	if drained != nil {
