@@ -19,6 +19,16 @@
 //	peer, err := rpc.Dial(ctx, addr, rpc.WithServices(callbacks))
 //	reply, err := echov1.NewEchoClient(peer).Unary(ctx, req)
 //
+// A Peer lives and dies with its session. A [Client], made by
+// [NewClient] for a target in gRPC's syntax ("dns:///host:port", say, or
+// a resolver.Builder's scheme, etcd's among them), is what a program holds
+// for months instead: it resolves the target, keeps a session to each
+// address its [Balancer] uses, reconnects with backoff, moves calls the
+// server never processed to another session, and serves the services of
+// WithServices on every session it holds. Servers rebalance such clients
+// with [MaxConnectionAge]; package rpc/health serves and checks the
+// standard health service ([WithHealthCheck]).
+//
 // Errors carry a gRPC status: status.Code(err) is the call's code, and a
 // cancelled or expired context gives Canceled or DeadlineExceeded. A call
 // the other side never processed (refused over its concurrency limit, or
