@@ -54,7 +54,7 @@ func ExampleNewClient() {
 	resp, err := echo.Unary(ctx, &echov1.EchoRequest{Message: "hello"})
 	fmt.Println(resp.GetMessage(), err)
 
-	stop() // the server goes away...
+	stop()                                       // the server goes away...
 	_, stop = serveEcho(addr.String(), "second") // ...and comes back
 	defer stop()
 
