@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -817,4 +818,71 @@ func TestClientRotatesAgedSessions(t *testing.T) {
 		t.Errorf("handlers ran %d times for %d successful calls", got, want)
 	}
 	t.Logf("%d calls over %d sessions", calls.Load(), sessions.Load())
+}
+
+// TestClientTLS checks that a Client verifies each server against the
+// name its address carries, else WithTLS's, and that mutual TLS holds on
+// every session.
+func TestClientTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	serverTLS := pki.mutualServerTLS()
+	serverTLS.Certificates = []tls.Certificate{pki.ca.issue(t, leafSpec{name: serverName, dns: []string{"api.fleet.test"}})}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", serverTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer()
+	srv.RegisterService(&echoDesc, defaultEcho)
+	serveOn(t, srv, ln)
+	addr := ln.Addr().String()
+	ctx := testCtx(t, 20*time.Second)
+
+	// By its IP, the server's certificate does not verify.
+	c := newClient(t, "static:///"+addr, WithTLS(pki.clientTLS(pki.client)), fastConnect)
+	eventually(t, 5*time.Second, "TransientFailure", func() bool {
+		c.Connect()
+		return c.GetState() == connectivity.TransientFailure
+	})
+	_, err = echoClient{c}.Unary(ctx, wrapperspb.String("x"))
+	wantStatus(t, err, codes.Unavailable, "certificate")
+
+	// The address's server name, as a resolver gives it.
+	r := manual.NewBuilderWithScheme("named")
+	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: addr, ServerName: "api.fleet.test"}}})
+	c = newClient(t, "named:///api", WithResolvers(r), WithTLS(pki.clientTLS(pki.client)), fastConnect)
+	checkEcho(t, ctx, c, "server")
+
+	// WithTLS's own ServerName.
+	named := pki.clientTLS(pki.client)
+	named.ServerName = "api.fleet.test"
+	c = newClient(t, "static:///"+addr, WithTLS(named), fastConnect)
+	checkEcho(t, ctx, c, "server")
+	for _, p := range srv.Peers() {
+		if tc, ok := p.Session().Conn().(*tls.Conn); !ok || len(tc.ConnectionState().PeerCertificates) == 0 {
+			t.Errorf("a session without the client's certificate: %v", p.RemoteAddr())
+		}
+	}
+}
+
+// TestTargetAuthority checks the name TLS verifies a DNS target's servers
+// against: the target's host, never an IP or another scheme's endpoint.
+func TestTargetAuthority(t *testing.T) {
+	for target, want := range map[string]string{
+		"api.example.com:443":                "api.example.com",
+		"dns:///api.example.com:443":         "api.example.com",
+		"dns://8.8.8.8/api.example.com":      "api.example.com",
+		"dns:///_api._tcp.example.com":       "_api._tcp.example.com",
+		"127.0.0.1:80":                       "",
+		"[::1]:80":                           "",
+		"static:///a.example.com:1,b:2":      "",
+		"passthrough:///api.example.com:443": "",
+	} {
+		rt, _, err := parseTarget(target, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		if got := targetAuthority(rt); got != want {
+			t.Errorf("targetAuthority(%s) = %q, want %q", target, got, want)
+		}
+	}
 }
