@@ -2,7 +2,6 @@ package mux
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -235,7 +234,8 @@ func (f *smuxFlusher) run() {
 		}
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) { // a local close: the session says why
-				f.sess.fail(fmt.Errorf("mux: writing to the connection: %w", err))
+				// Not at once: smux reads on, as writeFailed says why.
+				f.sess.writeFailed(err)
 			}
 			return
 		}
