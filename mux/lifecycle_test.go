@@ -359,3 +359,39 @@ func TestStreamOpenedAfterTheSessionEndedIsNotServed(t *testing.T) {
 		}
 	}
 }
+
+// TestNothingLeavesAfterTheSessionEnds has the server write on a stream
+// the moment its session has ended (as a handler woken by the end does)
+// while Kill is still closing it: the client never reads those bytes, on
+// either transport. Smux once sent them, its connection still open for an
+// instant after Done closed.
+func TestNothingLeavesAfterTheSessionEnds(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			for range 20 {
+				c, s := pair(t, withTransport(nil, tr), withTransport(nil, tr))
+				ctx := testCtx(t, 10*time.Second)
+				st, peer := openAccepted(t, ctx, c, s, []byte("x"))
+				wrote := make(chan error, 1)
+				go func() {
+					<-s.Done()
+					_, err := peer.WriteLast([]byte("late"))
+					wrote <- err
+				}()
+				s.Kill()
+				werr := <-wrote
+				buf := make([]byte, 16)
+				n, err := st.Read(buf)
+				if n > 0 {
+					t.Fatalf("the client read %q, written after the session ended (the write returned %v)", buf[:n], werr)
+				}
+				if err == nil {
+					t.Fatal("the client's read neither failed nor returned bytes")
+				}
+				if werr == nil {
+					t.Error("a write after the session ended succeeded")
+				}
+			}
+		})
+	}
+}

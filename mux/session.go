@@ -553,6 +553,14 @@ func (s *Session) IsClient() bool { return s.client }
 // fail ends the session with err, unless it has ended already. It is
 // never called with a lock held: the streams' OnAbort functions run in it.
 func (s *Session) fail(err error) {
+	if s.smux != nil {
+		// Nothing written from now on leaves: the session's end wakes
+		// handlers whose last writes would otherwise reach smux, and the
+		// connection, before both close below.
+		if f := s.smux.conn.fl.Load(); f != nil {
+			f.stop(ErrSessionClosed)
+		}
+	}
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
