@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"time"
 )
 
@@ -106,17 +107,21 @@ func (s *Session) readFrames() (*Stream, error) {
 }
 
 // connError turns a read error into the session's error. partial is how
-// many bytes of an unfinished frame had arrived. The end of input, or a
-// read error, after a write failed is that write's failure: a peer's
-// reset is reported once, to whichever of the reader and the writer asks
-// first, and the other then reads an end of input; and a session whose
+// many bytes of an unfinished frame had arrived. The end of input after a
+// write failed is that write's failure: a peer's reset is reported once,
+// to whichever of the reader and the writer asks first, and the other
+// then reads an end of input (or, writing, EPIPE); and a session whose
 // write failed reads on to the end of input before it ends (see
-// writeFailed).
+// writeFailed). A read's own error (the reset, when the reader met it
+// first) is the session's.
 func (s *Session) connError(err error, partial int) error {
-	if werr := s.writeFailure(); werr != nil {
-		return fmt.Errorf("mux: writing to the connection: %w", werr)
+	eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	if eof || errors.Is(err, net.ErrClosed) {
+		if werr := s.writeFailure(); werr != nil {
+			return fmt.Errorf("mux: writing to the connection: %w", werr)
+		}
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if eof {
 		if partial > 0 {
 			return fmt.Errorf("%w: connection closed in the middle of a frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
 		}

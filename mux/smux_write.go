@@ -5,6 +5,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"time"
 )
 
 // How the Smux transport batches smux's writes. smux writes every frame
@@ -48,6 +49,7 @@ type smuxFlusher struct {
 	sent    uint64    // of them, bytes written to the connection, or lost with it
 	err     error     // why no more can be written
 	waiting bool      // run waits for bytes
+	writing bool      // run is in a write to the connection
 	kick    chan struct{}
 	ends    []smuxEnd // streams' ends to count once their bytes are sent, in order of mark
 }
@@ -157,10 +159,19 @@ func (f *smuxFlusher) write(p []byte) (int, error) {
 }
 
 // failure returns the error a write to the connection failed with, or
-// nil; the flusher's stop at the session's end is none.
+// nil; the flusher's stop at the session's end is none. The reader asks
+// when it meets the end of input, which a peer's reset gives it once a
+// write has taken the reset's error: a write still under way is awaited
+// first, for at most writeSettle, since it may be that write, not yet
+// back to record its failure.
 func (f *smuxFlusher) failure() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for deadline := time.Now().Add(writeSettle); f.writing && time.Now().Before(deadline); {
+		f.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		f.mu.Lock()
+	}
 	if f.err == nil || errors.Is(f.err, ErrSessionClosed) {
 		return nil
 	}
@@ -188,6 +199,12 @@ func (f *smuxFlusher) stop(err error) {
 	}
 }
 
+// writeSettle bounds how long the reader, at the end of input, waits for
+// a write under way to come back: a write on a connection the peer reset
+// returns at once, and one the peer's half-close left blocked on a full
+// socket is not worth more.
+const writeSettle = 100 * time.Millisecond
+
 // run writes what smux queues, all that has gathered at a time, until the
 // flusher stops or a write fails, which ends the session.
 func (f *smuxFlusher) run() {
@@ -214,12 +231,14 @@ func (f *smuxFlusher) run() {
 		}
 		b := f.buf
 		f.buf = f.spare[:0]
+		f.writing = true
 		f.cond.Broadcast() // room in the backlog
 		f.mu.Unlock()
 
 		_, err := f.conn.Write(b)
 
 		f.mu.Lock()
+		f.writing = false
 		f.spare = b[:0]
 		f.sent += uint64(len(b))
 		if err != nil && f.err == nil {
