@@ -886,3 +886,21 @@ func TestTargetAuthority(t *testing.T) {
 		}
 	}
 }
+
+// TestClientOverUnixSocket checks unix: targets, in both of gRPC's forms.
+func TestClientOverUnixSocket(t *testing.T) {
+	path := t.TempDir() + "/muxrpc.sock"
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer()
+	srv.RegisterService(&echoDesc, defaultEcho)
+	serveOn(t, srv, ln)
+	ctx := testCtx(t, 10*time.Second)
+	for _, target := range []string{"unix://" + path, "unix:" + path} {
+		c := newClient(t, target)
+		checkEcho(t, ctx, c, "server")
+		c.Close()
+	}
+}
