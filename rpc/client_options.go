@@ -16,7 +16,9 @@ type Balancer int
 const (
 	// PickFirst keeps one session, to the first of the resolver's
 	// addresses that takes one, trying them in order, as gRPC's default
-	// pick_first does. It is the default.
+	// pick_first does: the next address's attempt starts when the one
+	// before fails, or after 250 ms without an answer (Happy Eyeballs).
+	// It is the default.
 	PickFirst Balancer = iota
 	// RoundRobin keeps a session to every address and sends each call to
 	// the next ready one in turn, as gRPC's round_robin does.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -903,4 +904,48 @@ func TestClientOverUnixSocket(t *testing.T) {
 		checkEcho(t, ctx, c, "server")
 		c.Close()
 	}
+}
+
+// TestClientPickFirstOrderAndStagger checks PickFirst's order, the first
+// address that takes a session, and that an address that swallows
+// connections delays the next one by a quarter of a second, not by the
+// handshake's timeout (gRPC's Happy Eyeballs).
+func TestClientPickFirstOrderAndStagger(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	a := startBackend(t, "a", "127.0.0.1:0")
+	b := startBackend(t, "b", "127.0.0.1:0")
+	c := newClient(t, "static:///"+a.addr+","+b.addr, fastConnect)
+	for range 20 {
+		checkEchoName(t, ctx, c, "a")
+	}
+	c.Close()
+
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held sync.WaitGroup
+	go func() { // accept and say nothing, until the client leaves
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held.Add(1)
+			go func() {
+				defer held.Done()
+				defer conn.Close()
+				io.Copy(io.Discard, conn)
+			}()
+		}
+	}()
+	defer held.Wait()
+	defer silent.Close()
+	c = newClient(t, "static:///"+silent.Addr().String()+","+b.addr, fastConnect)
+	start := time.Now()
+	checkEchoName(t, ctx, c, "b")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the first call took %v behind an address that never answers", d)
+	}
+	c.Close()
 }

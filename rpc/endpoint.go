@@ -71,28 +71,79 @@ func (e *endpoint) run() {
 	}
 }
 
-// connect opens a session to the endpoint's first address that takes one,
-// each attempt bounded by MinConnectTimeout.
+// connect opens a session to the first of the endpoint's addresses that
+// takes one. As gRPC's pick_first does (Happy Eyeballs, RFC 8305), it
+// starts the next address's attempt once the one before has neither
+// succeeded nor failed within connectStagger, or at once when it fails,
+// so that an address that swallows connections costs a quarter of a
+// second rather than a MinConnectTimeout; the first session up wins, and
+// the others are closed. Each attempt has MinConnectTimeout.
 func (e *endpoint) connect() (*Peer, string, error) {
 	c := e.c
 	c.mu.Lock()
 	addrs := e.addrs
 	c.mu.Unlock()
+	ctx, cancel := context.WithCancel(e.ctx) // ends the attempts that lost
+	defer cancel()
+	type attempt struct {
+		sess *mux.Session
+		addr string
+		err  error
+	}
+	results := make(chan attempt, len(addrs))
+	started, pending := 0, 0
+	startNext := func() {
+		a := addrs[started]
+		started++
+		pending++
+		go func() {
+			actx, stop := context.WithTimeout(ctx, c.params.connect.MinConnectTimeout)
+			defer stop()
+			sess, err := c.dial(actx, a)
+			results <- attempt{sess, a.Addr, err}
+		}()
+	}
+	stagger := time.NewTimer(connectStagger)
+	defer stagger.Stop()
+	var won *attempt
 	var errs []error
-	for _, a := range addrs {
-		ctx, cancel := context.WithTimeout(e.ctx, c.params.connect.MinConnectTimeout)
-		sess, err := c.dial(ctx, a)
-		cancel()
-		if err == nil {
-			return newPeer(sess, c.cfg), a.Addr, nil
+	for startNext(); pending > 0; {
+		select {
+		case r := <-results:
+			pending--
+			switch {
+			case r.err == nil && won == nil:
+				won = &r
+				cancel()
+			case r.err == nil:
+				r.sess.Kill() // up too late
+			case won == nil:
+				errs = append(errs, fmt.Errorf("connecting to %s: %w", r.addr, r.err))
+				if started < len(addrs) && e.ctx.Err() == nil {
+					startNext()
+					stagger.Reset(connectStagger)
+				}
+			}
+		case <-stagger.C:
+			if won == nil && started < len(addrs) {
+				startNext()
+				stagger.Reset(connectStagger)
+			}
 		}
-		if e.ctx.Err() != nil {
-			return nil, "", e.ctx.Err()
-		}
-		errs = append(errs, fmt.Errorf("connecting to %s: %w", a.Addr, err))
+	}
+	if won != nil {
+		return newPeer(won.sess, c.cfg), won.addr, nil
+	}
+	if err := e.ctx.Err(); err != nil {
+		return nil, "", err
 	}
 	return nil, "", errors.Join(errs...)
 }
+
+// connectStagger is how long connect gives an address before it tries the
+// next one beside it: RFC 8305's recommended Connection Attempt Delay,
+// and gRPC's.
+const connectStagger = 250 * time.Millisecond
 
 // dial opens a session to a, over TLS if the Client has WithTLS: verified
 // against the address's server name, else WithTLS's, else the name the
