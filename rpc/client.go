@@ -68,8 +68,8 @@ type readySet struct {
 // "dns://server/host:port", "unix:///path" or "unix:path",
 // "passthrough:///host:port", "static:///a:1,b:2", a plain "host:port"
 // (resolved by DNS), or scheme:///name for a resolver.Builder given with
-// WithResolvers or registered with resolver.Register (etcd's, Consul's,
-// Kubernetes'). The DialOptions that Dial takes apply to every session,
+// WithResolvers or registered with resolver.Register (those written for
+// gRPC, etcd's naming resolver among them). The DialOptions that Dial takes apply to every session,
 // and the Client's own options (WithBalancer, WithConnectParams,
 // WithHealthCheck, WithResolvers) to the Client. A target with a scheme
 // that no resolver serves is an error.
