@@ -167,10 +167,18 @@ func (f *smuxFlusher) write(p []byte) (int, error) {
 func (f *smuxFlusher) failure() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for deadline := time.Now().Add(writeSettle); f.writing && time.Now().Before(deadline); {
-		f.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		f.mu.Lock()
+	if f.writing {
+		settled := false
+		t := time.AfterFunc(writeSettle, func() {
+			f.mu.Lock()
+			settled = true
+			f.cond.Broadcast()
+			f.mu.Unlock()
+		})
+		for f.writing && !settled {
+			f.cond.Wait() // run signals cond when its write is back
+		}
+		t.Stop()
 	}
 	if f.err == nil || errors.Is(f.err, ErrSessionClosed) {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,6 +236,22 @@ func (c *Client) choose(rs *readySet) *Peer {
 		return leastOutstanding(rs.peers)
 	}
 	return rs.peers[0]
+}
+
+// leastOutstanding picks the one of two sessions chosen at random that
+// has fewer calls in flight.
+func leastOutstanding(peers []*Peer) *Peer {
+	n := len(peers)
+	i := rand.IntN(n)
+	j := rand.IntN(n - 1)
+	if j >= i {
+		j++
+	}
+	a, b := peers[i], peers[j]
+	if b.outgoing.Load() < a.outgoing.Load() {
+		return b
+	}
+	return a
 }
 
 // noneReadyLocked is the error of a fail-fast call while nothing is ready.

@@ -147,19 +147,3 @@ func (p *clientParams) backoff(failures int) time.Duration {
 	d *= 1 + b.Jitter*(2*rand.Float64()-1)
 	return time.Duration(d)
 }
-
-// leastOutstanding picks the one of two sessions chosen at random that
-// has fewer calls in flight.
-func leastOutstanding(peers []*Peer) *Peer {
-	n := len(peers)
-	i := rand.IntN(n)
-	j := rand.IntN(n - 1)
-	if j >= i {
-		j++
-	}
-	a, b := peers[i], peers[j]
-	if b.outgoing.Load() < a.outgoing.Load() {
-		return b
-	}
-	return a
-}

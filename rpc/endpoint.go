@@ -255,7 +255,8 @@ func (c *Client) endpointUp(e *endpoint, p *Peer, addr string) {
 	c.updateLocked()
 }
 
-// endpointServing records a health report on p, if p is e's session.
+// endpointServing records a health report on p, if p is e's session;
+// err says why the check failed, if it did.
 func (c *Client) endpointServing(e *endpoint, p *Peer, serving bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -263,15 +264,10 @@ func (c *Client) endpointServing(e *endpoint, p *Peer, serving bool, err error) 
 		return
 	}
 	e.serving = serving
-	switch {
-	case serving:
-		e.state = connectivity.Ready
-	case err != nil:
+	e.state = connectivity.Ready
+	if !serving {
 		e.state = connectivity.TransientFailure
-		c.lastErr = err
-	default:
-		e.state = connectivity.TransientFailure
-		c.lastErr = fmt.Errorf("%s reports not serving", p.RemoteAddr())
+		c.lastErr = cmp.Or(err, fmt.Errorf("%s reports not serving", p.RemoteAddr()))
 	}
 	c.updateLocked()
 }
@@ -283,12 +279,10 @@ func (c *Client) endpointDown(e *endpoint, p *Peer) {
 	if e.session != p {
 		return
 	}
-	e.session, e.addr, e.serving = nil, "", false
-	e.state = connectivity.Connecting
 	if err := p.Err(); err != nil {
 		c.lastErr = fmt.Errorf("session to %s ended: %w", p.RemoteAddr(), err)
 	}
-	c.updateLocked()
+	e.loseSessionLocked()
 }
 
 // dropReady takes p out of the ready set at once, when a call finds it
@@ -298,12 +292,18 @@ func (c *Client) dropReady(p *Peer) {
 	defer c.mu.Unlock()
 	for _, e := range c.endpoints {
 		if e.session == p {
-			e.session, e.addr, e.serving = nil, "", false
-			e.state = connectivity.Connecting
-			c.updateLocked()
+			e.loseSessionLocked()
 			return
 		}
 	}
+}
+
+// loseSessionLocked forgets e's session, which takes no more calls; e
+// connects again.
+func (e *endpoint) loseSessionLocked() {
+	e.session, e.addr, e.serving = nil, "", false
+	e.state = connectivity.Connecting
+	e.c.updateLocked()
 }
 
 // updateLocked rebuilds the ready set from the endpoints and derives the

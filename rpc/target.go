@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/muxrpc/muxrpc/rpc/dnsresolver"
 	"google.golang.org/grpc/resolver"
 )
 
@@ -57,6 +58,12 @@ var builtinResolvers = []resolver.Builder{
 	staticBuilder{"unix"},
 	dnsBuilder,
 }
+
+// dnsBuilder resolves dns: targets and plain host:port ones: A and AAAA
+// records, or SRV records for a name without a port, resolved again every
+// 30 s and when a connection fails. Give WithResolvers a
+// dnsresolver.NewBuilder with other settings to change them.
+var dnsBuilder = dnsresolver.NewBuilder()
 
 // targetAuthority is the host name a target resolves, which TLS verifies
 // the server against when neither the address nor WithTLS names one: the
