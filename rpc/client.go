@@ -254,13 +254,18 @@ func leastOutstanding(peers []*Peer) *Peer {
 	return a
 }
 
-// noneReadyLocked is the error of a fail-fast call while nothing is ready.
+// noneReadyLocked is the error of a fail-fast call while nothing is ready:
+// Unavailable, or the code of the server's refusal of the session.
 func (c *Client) noneReadyLocked() error {
 	cause := c.lastErr
 	if cause == nil {
 		cause = errors.New("no address to connect to")
 	}
-	return &statusError{status.New(codes.Unavailable, fmt.Sprintf("rpc: no connection to %s is ready: %v", c.target, cause)), cause}
+	code := codes.Unavailable
+	if s, ok := status.FromError(cause); ok && (s.Code() == codes.Unauthenticated || s.Code() == codes.PermissionDenied) {
+		code = s.Code() // the server refused the session: say so, as its Dial would
+	}
+	return &statusError{status.New(code, fmt.Sprintf("rpc: no connection to %s is ready: %v", c.target, cause)), cause}
 }
 
 // waitEnded is the error of a call whose context ended while it waited

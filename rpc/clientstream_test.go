@@ -183,6 +183,7 @@ func scriptedCallee(t *testing.T, tr mux.Transport, answer func(method string) [
 				return
 			}
 			sessions = append(sessions, sess)
+			welcomeHellos(sess)
 			sess.HandleType(StreamType, func(st *mux.Stream) {
 				defer st.Close()
 				r := partReader{st: st, maxMsg: 1 << 20}

@@ -86,7 +86,7 @@ func (e *endpoint) connect() (*Peer, string, error) {
 	ctx, cancel := context.WithCancel(e.ctx) // ends the attempts that lost
 	defer cancel()
 	type attempt struct {
-		sess *mux.Session
+		peer *Peer
 		addr string
 		err  error
 	}
@@ -99,8 +99,8 @@ func (e *endpoint) connect() (*Peer, string, error) {
 		go func() {
 			actx, stop := context.WithTimeout(ctx, c.params.connect.MinConnectTimeout)
 			defer stop()
-			sess, err := c.dial(actx, a)
-			results <- attempt{sess, a.Addr, err}
+			p, err := c.connectTo(actx, a)
+			results <- attempt{p, a.Addr, err}
 		}()
 	}
 	stagger := time.NewTimer(connectStagger)
@@ -116,7 +116,7 @@ func (e *endpoint) connect() (*Peer, string, error) {
 				won = &r
 				cancel()
 			case r.err == nil:
-				r.sess.Kill() // up too late
+				r.peer.kill() // up too late
 			case won == nil:
 				errs = append(errs, fmt.Errorf("connecting to %s: %w", r.addr, r.err))
 				if started < len(addrs) && e.ctx.Err() == nil {
@@ -132,7 +132,7 @@ func (e *endpoint) connect() (*Peer, string, error) {
 		}
 	}
 	if won != nil {
-		return newPeer(won.sess, c.cfg), won.addr, nil
+		return won.peer, won.addr, nil
 	}
 	if err := e.ctx.Err(); err != nil {
 		return nil, "", err
@@ -144,6 +144,20 @@ func (e *endpoint) connect() (*Peer, string, error) {
 // next one beside it: RFC 8305's recommended Connection Attempt Delay,
 // and gRPC's.
 const connectStagger = 250 * time.Millisecond
+
+// connectTo opens a session to a and has the server admit it.
+func (c *Client) connectTo(ctx context.Context, a resolver.Address) (*Peer, error) {
+	sess, err := c.dial(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	p := newPeer(sess, c.cfg)
+	if err := p.greet(ctx); err != nil {
+		p.wait()
+		return nil, err
+	}
+	return p, nil
+}
 
 // dial opens a session to a, over TLS if the Client has WithTLS: verified
 // against the address's server name, else WithTLS's, else the name the

@@ -34,13 +34,14 @@ func TestFrameLongerThanMaxFrameSizeEndsSession(t *testing.T) {
 	srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
 	addr := serve(t, srv)
 	v := echoVictim(t, dial(t, addr), 200)
-	lie := append(nativeHeader(nil, 1<<24-1, nfData, nfOpen, 1), make([]byte, 100)...)
+	lie := append(nativeHeader(nil, 1<<24-1, nfData, nfOpen, 3), make([]byte, 100)...) // stream 1 is the hello
 	u := sampleUsage()
 	var elapsed time.Duration
 	attacked := during(func() {
 		start := time.Now()
 		for i := range sessions {
 			a := dialNative(t, addr, true, nil)
+			<-a.welcomed // OnPeer sees admitted sessions only
 			if err := a.tryWrite(lie); err != nil {
 				t.Errorf("session %d: %v", i, err)
 				return

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"crypto/tls"
 	"math"
 	"time"
@@ -37,10 +38,11 @@ type peerConfig struct {
 	streamClient []StreamClientInterceptor
 	maxRecv      int
 	maxSend      int
-	maxHeader    int           // see MaxHeaderListSize; 0: the default
-	maxIdle      time.Duration // see MaxConnectionIdle; 0: the mux config's
-	client       clientParams  // a Client's own options; see NewClient
-	owner        *Client       // the Client the Peer is a session of, if any
+	maxHeader    int                                        // see MaxHeaderListSize; 0: the default
+	maxIdle      time.Duration                              // see MaxConnectionIdle; 0: the mux config's
+	client       clientParams                               // a Client's own options; see NewClient
+	owner        *Client                                    // the Client the Peer is a session of, if any
+	sessionMD    func(context.Context) (metadata.MD, error) // see WithSessionMetadataFunc
 }
 
 type serverConfig struct {
@@ -48,8 +50,10 @@ type serverConfig struct {
 	unaryServer  []UnaryServerInterceptor
 	streamServer []StreamServerInterceptor
 	onPeer       func(*Peer)
-	maxAge       time.Duration // see MaxConnectionAge; 0: never
-	maxAgeGrace  time.Duration // see MaxConnectionAgeGrace; 0: none
+	maxAge       time.Duration   // see MaxConnectionAge; 0: never
+	maxAgeGrace  time.Duration   // see MaxConnectionAgeGrace; 0: none
+	auth         Authenticator   // see WithAuthenticator; nil admits every session
+	duplicates   DuplicatePolicy // see DuplicateIdentities
 }
 
 func newPeerConfig() peerConfig {

@@ -41,6 +41,9 @@ func TestRapidResetCallsStayWithinMaxConcurrentCalls(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sess.Kill()
+		if err := sendHello(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
 		b := appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil)
 		b, _ = appendMessage(b, wrapperspb.String("x"), DefaultMaxSendMsgSize)
 		b = appendEmptyPart(b, partClientEnd)

@@ -32,6 +32,11 @@ type Peer struct {
 	ctx       context.Context // the base of handler contexts; ends with the session
 	cancel    context.CancelFunc
 
+	greeting atomic.Pointer[greeting] // set once the session hello has admitted the session
+	refused  atomic.Pointer[error]    // the dialing side's: why the hello failed; calls fail with it
+	greeted  chan struct{}            // the dialing side's: closed once the hello is over, refused set if it failed
+	admitted func(*Peer)              // a Server's: runs once the hello has admitted the session
+
 	closing  atomic.Bool  // this side is ending the session: calls fail with ErrConnClosing
 	outgoing atomic.Int64 // calls this side has in flight
 	draining atomic.Bool  // a drain waits: the last outgoing call to end wakes it
@@ -52,7 +57,11 @@ func PeerFromContext(ctx context.Context) *Peer {
 }
 
 // Dial connects to target ("host:port", or "unix:/path") and returns the
-// client side of a new session. ctx bounds the dial and the handshake.
+// client side of a new session, once the server has admitted it. ctx
+// bounds the dial and the handshakes; so does mux.Config's
+// HandshakeTimeout. A server that refuses the session (see
+// Authenticator) makes Dial fail with the refusal's status, code
+// Unauthenticated or PermissionDenied, say.
 func Dial(ctx context.Context, target string, opts ...DialOption) (*Peer, error) {
 	cfg := newPeerConfig()
 	for _, o := range opts {
@@ -72,22 +81,40 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*Peer, error)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: dial %s: %w", target, err)
 	}
-	return newPeer(sess, cfg), nil
+	p := newPeer(sess, cfg)
+	if err := p.greet(ctx); err != nil {
+		p.wait()
+		return nil, fmt.Errorf("rpc: dial %s: %w", target, err)
+	}
+	return p, nil
 }
 
 // NewPeer returns a Peer on a session the caller made, with mux.Client or
 // mux.Server on a connection it already has; either side works. The Peer
-// owns the session from then on.
+// owns the session from then on. On the client side of the session it
+// sends the session hello and does not wait for the welcome: calls made
+// meanwhile wait for it on the other side, and fail with the refusal if
+// the other side refuses the session. On the server side it answers the
+// hello, with the Authenticator of the Server given to WithServices if
+// it has one, and serves calls once the session is admitted; use
+// Server.ServeSession to have a Server's OnPeer and Directory see it.
 func NewPeer(sess *mux.Session, opts ...DialOption) *Peer {
 	cfg := newPeerConfig()
 	for _, o := range opts {
 		o.applyToPeer(&cfg)
 	}
-	return newPeer(sess, cfg)
+	p := newPeer(sess, cfg)
+	if sess.IsClient() {
+		go p.greet(context.Background())
+	} else {
+		p.awaitHello()
+	}
+	return p
 }
 
 func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 	p := &Peer{
+		greeted:   make(chan struct{}),
 		sess:      sess,
 		cfg:       cfg,
 		srv:       cfg.services,
@@ -113,8 +140,16 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 		p.cancel() // handlers' contexts end with the session
 		p.wake()   // a drain no longer waits for outgoing calls
 	}()
-	sess.HandleType(StreamType, p.handle)
 	return p
+}
+
+// admit serves the other side's calls, now that the session hello has
+// admitted the session, and tells the Server.
+func (p *Peer) admit() {
+	p.sess.HandleType(StreamType, p.handle)
+	if p.admitted != nil {
+		p.admitted(p)
+	}
 }
 
 // begin counts a handler in, unless the Peer has retired.

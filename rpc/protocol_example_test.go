@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -29,11 +30,25 @@ func workedExample(t testing.TB) (caller, callee, failed []byte) {
 	if !ok {
 		t.Fatal("PROTOCOL.md has no section 18")
 	}
+	section, _, _ = strings.Cut(section, "### 19.")
+	dumps := hexDumps(section)
+	if len(dumps) != 3 {
+		t.Fatalf("PROTOCOL.md section 18 has %d dumps, want 3", len(dumps))
+	}
+	return dumps[0], dumps[1], dumps[2]
+}
+
+// hexDumps returns the bytes of each code block of section: each line of
+// a dump holds bytes in hex, then a comment.
+func hexDumps(section string) [][]byte {
 	hexByte := regexp.MustCompile(`^[0-9a-f]{2}$`)
 	var dumps [][]byte
-	for _, block := range regexp.MustCompile("(?s)```\n(.*?)```").FindAllStringSubmatch(section, -1) {
+	for _, block := range regexp.MustCompile("(?s)```([a-z]*)\n(.*?)```").FindAllStringSubmatch(section, -1) {
+		if block[1] != "" {
+			continue // a block in a language (proto) is no dump
+		}
 		var b []byte
-		for _, line := range strings.Split(block[1], "\n") {
+		for _, line := range strings.Split(block[2], "\n") {
 			for _, tok := range strings.Fields(line) {
 				if !hexByte.MatchString(tok) {
 					break
@@ -44,10 +59,7 @@ func workedExample(t testing.TB) (caller, callee, failed []byte) {
 		}
 		dumps = append(dumps, b)
 	}
-	if len(dumps) != 3 {
-		t.Fatalf("PROTOCOL.md section 18 has %d dumps, want 3", len(dumps))
-	}
-	return dumps[0], dumps[1], dumps[2]
+	return dumps
 }
 
 // corpusBytes returns the first value, a []byte, of a seed corpus file
@@ -141,5 +153,45 @@ func TestProtocolWorkedExample(t *testing.T) {
 		if got := corpusBytes(t, c.target, c.name); !bytes.Equal(got, c.want) {
 			t.Errorf("testdata/fuzz/%s/%s holds\n% x\nPROTOCOL.md has\n% x", c.target, c.name, got, c.want)
 		}
+	}
+}
+
+// TestSessionHelloExample checks the dumps of PROTOCOL.md section 19
+// against the encoder, and decodes them: a HELLO, a WELCOME that admits,
+// and one that refuses.
+func TestSessionHelloExample(t *testing.T) {
+	doc, err := os.ReadFile("../PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "### 19.")
+	if !ok {
+		t.Fatal("PROTOCOL.md has no section 19")
+	}
+	dumps := hexDumps(section)
+	if len(dumps) != 3 {
+		t.Fatalf("PROTOCOL.md section 19 has %d dumps, want 3", len(dumps))
+	}
+	want := [][]byte{
+		appendHello(nil, metadata.Pairs("agent-id", "a1"), []string{"test.Callbacks"}),
+		appendWelcome(nil, status.New(codes.OK, ""), []string{"test.Echo"}),
+		appendWelcome(nil, status.New(codes.Unauthenticated, "bad token"), nil),
+	}
+	for i, w := range want {
+		if !bytes.Equal(dumps[i], w) {
+			t.Errorf("dump %d of section 19:\n got % x\nwant % x", i, dumps[i], w)
+		}
+	}
+	h, err := parseHello(dumps[0][partPrefixLen:], false)
+	if err != nil || h.version != 1 || h.md.Get("agent-id")[0] != "a1" || len(h.services) != 1 || h.services[0] != "test.Callbacks" {
+		t.Errorf("the HELLO decodes as %+v, %v", h, err)
+	}
+	w, err := parseHello(dumps[1][partPrefixLen:], true)
+	if err != nil || w.version != 1 || w.code != codes.OK || len(w.services) != 1 || w.services[0] != "test.Echo" {
+		t.Errorf("the admitting WELCOME decodes as %+v, %v", w, err)
+	}
+	w, err = parseHello(dumps[2][partPrefixLen:], true)
+	if err != nil || w.code != codes.Unauthenticated || w.message != "bad token" {
+		t.Errorf("the refusing WELCOME decodes as %+v, %v", w, err)
 	}
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -39,6 +42,7 @@ func rawCallee(t testing.TB, tr mux.Transport, answer func(st *mux.Stream), opts
 			conn.Close()
 			return
 		}
+		welcomeHellos(sess)
 		sess.HandleType(StreamType, func(st *mux.Stream) {
 			answering.Add(1)
 			defer answering.Add(-1)
@@ -148,4 +152,40 @@ func appendEntries(b []byte, field protowire.Number, kv ...string) []byte {
 		b = protowire.AppendString(b, kv[i+1])
 	}
 	return b
+}
+
+// welcomeHellos has a raw server session admit the client's session
+// hello, as any muxrpc server would, without looking at it.
+func welcomeHellos(sess *mux.Session) {
+	sess.HandleType(HelloStreamType, func(st *mux.Stream) {
+		defer st.Close()
+		r := partReader{st: st}
+		defer r.release()
+		if kind, _, err := r.next(); err == nil && kind == partHello {
+			st.WriteLast(appendWelcome(nil, status.New(codes.OK, ""), nil))
+		}
+	})
+}
+
+// sendHello sends a raw client session's session hello and waits for the
+// server to admit it.
+func sendHello(ctx context.Context, sess *mux.Session) error {
+	st, err := sess.OpenType(ctx, HelloStreamType)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.WriteLast(appendHello(nil, nil, nil)); err != nil {
+		return err
+	}
+	r := partReader{st: st}
+	defer r.release()
+	kind, payload, err := r.next()
+	if err != nil || kind != partWelcome {
+		return fmt.Errorf("no welcome to the session hello: kind %d, %v", kind, err)
+	}
+	if w, err := parseHello(payload, true); err != nil || w.code != codes.OK {
+		return fmt.Errorf("session hello refused: %+v, %v", w, err)
+	}
+	return nil
 }

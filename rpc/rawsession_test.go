@@ -70,9 +70,10 @@ type nativeAttacker struct {
 	goAway  atomic.Int64 // the code of the server's GOAWAY, +1; 0 for none
 	// answers, if set before the reader starts, collects what the server
 	// sends on each stream and gets it at the stream's END.
-	answers func(id uint32, data []byte)
-	done    chan struct{} // closed when the reader stops: the connection ended
-	readErr error         // why, once done is closed
+	answers  func(id uint32, data []byte)
+	done     chan struct{} // closed when the reader stops: the connection ended
+	welcomed chan struct{} // closed when the server's answer to the session hello has arrived
+	readErr  error         // why, once done is closed
 }
 
 // dialNative connects to addr and makes the handshake: a preface and
@@ -84,7 +85,7 @@ func dialNative(t testing.TB, addr string, read bool, answers func(id uint32, da
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &nativeAttacker{t: t, conn: conn, nextID: 1, answers: answers, done: make(chan struct{})}
+	a := &nativeAttacker{t: t, conn: conn, nextID: 1, answers: answers, done: make(chan struct{}), welcomed: make(chan struct{})}
 	t.Cleanup(func() {
 		conn.Close()
 		if read {
@@ -114,6 +115,11 @@ func dialNative(t testing.TB, addr string, read bool, answers func(id uint32, da
 		}
 	}
 	conn.SetReadDeadline(time.Time{})
+	// The session hello, on stream 1, before the calls and without
+	// waiting for the welcome, which the reader leaves out of its counts.
+	helloPart := appendHello(nil, nil, nil)
+	b := nativeHeader(nil, uint32(1+len(helloPart)), nfData, nfOpen|nfEnd, a.id())
+	a.write(append(append(b, HelloStreamType), helloPart...))
 	if read {
 		go a.read(br)
 	} else {
@@ -121,6 +127,9 @@ func dialNative(t testing.TB, addr string, read bool, answers func(id uint32, da
 	}
 	return a
 }
+
+// nativeHelloID is the stream of the attacker's session hello.
+const nativeHelloID = 1
 
 // readNativeFrame reads one frame.
 func readNativeFrame(br *bufio.Reader) (typ, flags byte, id uint32, payload []byte, err error) {
@@ -144,6 +153,12 @@ func (a *nativeAttacker) read(br *bufio.Reader) {
 		if err != nil {
 			a.readErr = err
 			return
+		}
+		if id == nativeHelloID {
+			if typ == nfData && flags&nfEnd != 0 {
+				close(a.welcomed)
+			}
+			continue
 		}
 		switch typ {
 		case nfReset:
@@ -262,7 +277,7 @@ func dialSmux(t testing.TB, addr string) *smuxAttacker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &smuxAttacker{t: t, conn: conn, nextSID: 5, done: make(chan struct{}), status: map[uint32]bool{}}
+	a := &smuxAttacker{t: t, conn: conn, nextSID: smuxHelloSID, done: make(chan struct{}), status: map[uint32]bool{}}
 	t.Cleanup(func() {
 		conn.Close()
 		<-a.done
@@ -272,6 +287,9 @@ func dialSmux(t testing.TB, addr string) *smuxAttacker {
 	hello := smuxFrame(nil, smuxSYN, 3, nil)
 	hello = smuxFrame(hello, smuxPSH, 3, settings)
 	hello = smuxFrame(hello, smuxFIN, 3, nil)
+	// The session hello, before the calls and without waiting for the
+	// welcome, which the reader leaves out of its counts.
+	hello = smuxOpen(hello, a.sid(), HelloStreamType, appendHello(nil, nil, nil), false) // a FIN would close it
 	a.write(hello)
 	go a.read()
 	return a
@@ -299,7 +317,7 @@ func (a *smuxAttacker) read() {
 		switch {
 		case cmd == smuxSYN && settingsSID == 0:
 			settingsSID = sid
-		case sid == settingsSID:
+		case sid == settingsSID, sid == smuxHelloSID:
 		case cmd == smuxPSH && n > 0:
 			a.mu.Lock()
 			first := !a.status[sid]
@@ -337,13 +355,22 @@ func (a *smuxAttacker) sid() uint32 {
 // smuxOpenCall appends the frames that open smux stream sid as a call
 // stream carrying wire, and close it when fin is set.
 func smuxOpenCall(b []byte, sid uint32, wire []byte, fin bool) []byte {
+	return smuxOpen(b, sid, StreamType, wire, fin)
+}
+
+// smuxOpen appends the frames that open smux stream sid as a stream of
+// type typ carrying wire, and close it when fin is set.
+func smuxOpen(b []byte, sid uint32, typ byte, wire []byte, fin bool) []byte {
 	b = smuxFrame(b, smuxSYN, sid, nil)
-	b = smuxFrame(b, smuxPSH, sid, append([]byte{StreamType}, wire...))
+	b = smuxFrame(b, smuxPSH, sid, append([]byte{typ}, wire...))
 	if fin {
 		b = smuxFrame(b, smuxFIN, sid, nil)
 	}
 	return b
 }
+
+// smuxHelloSID is the stream of the attacker's session hello.
+const smuxHelloSID = 5
 
 // errEnded tells a flood that the server ended the attacker's connection.
 var errEnded = errors.New("the server ended the connection")

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,9 @@ type Server struct {
 	serving   bool
 	stopping  bool
 	listeners map[*mux.Listener]struct{}
-	peers     map[*Peer]struct{}
+	peers     map[*Peer]struct{} // every session served, admitted or still in its hello
+	authSlots chan struct{}      // a token per Authenticator running; see Authenticator
+	dir       *Directory
 
 	halt        context.Context // ended by Stop: a GracefulStop waits no more
 	haltNow     context.CancelFunc
@@ -60,6 +63,10 @@ func NewServer(opts ...ServerOption) *Server {
 	s.halt, s.haltNow = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o.applyToServer(&s.cfg)
+	}
+	s.dir = newDirectory(s, s.cfg.duplicates)
+	if s.cfg.auth != nil {
+		s.authSlots = make(chan struct{}, cmp.Or(s.cfg.peer.mux.MaxPendingHandshakes, 1024))
 	}
 	s.unaryInt = chainUnaryServer(s.cfg.unaryServer)
 	s.streamInt = chainStreamServer(s.cfg.streamServer)
@@ -217,9 +224,10 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	s.peers[p] = struct{}{}
 	s.mu.Unlock()
 	stopAge := s.watchAge(p)
-	if s.cfg.onPeer != nil {
-		go s.cfg.onPeer(p)
-	}
+	p.admitted = s.admitted
+	p.awaitHello()
+	<-sess.Draining()
+	s.dir.leave(p)
 	p.wait()
 	stopAge()
 	s.mu.Lock()
@@ -227,6 +235,28 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	s.mu.Unlock()
 	return sessionEndError(sess.Err())
 }
+
+// admitted lists a peer the session hello has admitted in the Directory,
+// and starts OnPeer for it.
+func (s *Server) admitted(p *Peer) {
+	s.dir.join(p)
+	if s.cfg.onPeer != nil {
+		go s.cfg.onPeer(p)
+	}
+}
+
+// authSlot waits for a turn to run the Authenticator, until ctx ends.
+func (s *Server) authSlot(ctx context.Context) error {
+	select {
+	case s.authSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// authDone ends a turn authSlot gave.
+func (s *Server) authDone() { <-s.authSlots }
 
 // sessionEndError is nil for a session that ended in good order: closed by
 // this side, or after the peer's GoAway without error.
@@ -238,13 +268,16 @@ func sessionEndError(err error) error {
 	return err
 }
 
-// Peers returns the peers connected now.
+// Peers returns the peers connected now whose sessions the session hello
+// has admitted.
 func (s *Server) Peers() []*Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	peers := make([]*Peer, 0, len(s.peers))
 	for p := range s.peers {
-		peers = append(peers, p)
+		if p.greeting.Load() != nil {
+			peers = append(peers, p)
+		}
 	}
 	return peers
 }

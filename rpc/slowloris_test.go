@@ -214,6 +214,10 @@ func TestSlowlorisCostsBoundedAndDelaysNoHonestPeer(t *testing.T) {
 					return
 				}
 				stalled = append(stalled, s)
+				if err := sendHello(ctx, s); err != nil {
+					attackErr = err
+					return
+				}
 				wire := half
 				if i%2 == 1 {
 					wire = whole

@@ -68,6 +68,9 @@ func errConnClosing() error {
 // fails as the session's end says, retry-safe when it never ran, so
 // that the Client sends it over another.
 func (p *Peer) callError(ctx context.Context, byCtx bool, err error) error {
+	if err := p.refusal(); err != nil {
+		return err
+	}
 	if p.closing.Load() && (p.cfg.owner == nil || p.cfg.owner.ctx.Err() != nil) {
 		return errConnClosing()
 	}

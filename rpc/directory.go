@@ -1,0 +1,215 @@
+package rpc
+
+import (
+	"context"
+	"slices"
+	"sync"
+)
+
+// A Directory lists a Server's peers by the Name of their Identity, as
+// the Server's Authenticator established it: "the agent of customer 42"
+// is a lookup, not a registry the application keeps. A peer is listed
+// from the moment its session is admitted (before OnPeer runs) until the
+// session goes away; an agent that reconnects is listed again under the
+// same name by its new session, with nothing to do on either side.
+// Anonymous peers (an empty Name) are not listed. Get a Server's with
+// Server.Directory.
+type Directory struct {
+	policy DuplicatePolicy
+	srv    *Server
+
+	mu       sync.Mutex
+	byName   map[string][]*Peer // the live peers of each name, oldest first
+	watchers map[*watcher]struct{}
+}
+
+// A DuplicatePolicy says what a Directory does when a peer's session is
+// admitted under a name another live session already has.
+type DuplicatePolicy int
+
+const (
+	// KeepAll lists every session of a name; Lookup returns the newest
+	// first, and calls by name go to the newest. The default.
+	KeepAll DuplicatePolicy = iota
+	// ReplaceOldest keeps the newest session of a name only: the older
+	// ones leave the Directory at once and are shut down gracefully,
+	// with a GoAway saying "replaced by a newer session", their calls in
+	// flight finishing. Suits agents, whose new session means the old one
+	// is dead or a duplicate.
+	ReplaceOldest
+)
+
+// DuplicateIdentities sets the Server's Directory's DuplicatePolicy.
+func DuplicateIdentities(p DuplicatePolicy) ServerOption {
+	return serverOption(func(c *serverConfig) { c.duplicates = p })
+}
+
+// A DirectoryEvent is a peer joining or leaving a Directory.
+type DirectoryEvent struct {
+	Name   string
+	Peer   *Peer
+	Joined bool // false: the peer left
+}
+
+func newDirectory(srv *Server, policy DuplicatePolicy) *Directory {
+	return &Directory{srv: srv, policy: policy, byName: map[string][]*Peer{}, watchers: map[*watcher]struct{}{}}
+}
+
+// Directory returns the Server's Directory of its peers.
+func (s *Server) Directory() *Directory { return s.dir }
+
+// Lookup returns the live peers listed under name, the newest first, or
+// none.
+func (d *Directory) Lookup(name string) []*Peer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	peers := d.byName[name]
+	out := make([]*Peer, 0, len(peers))
+	for i := len(peers) - 1; i >= 0; i-- {
+		if !peers[i].goingAway() {
+			out = append(out, peers[i])
+		}
+	}
+	return out
+}
+
+// newest returns the newest live peer listed under name, or nil.
+func (d *Directory) newest(name string) *Peer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	peers := d.byName[name]
+	for i := len(peers) - 1; i >= 0; i-- {
+		if !peers[i].goingAway() {
+			return peers[i]
+		}
+	}
+	return nil
+}
+
+// Names returns the names listed, sorted.
+func (d *Directory) Names() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := make([]string, 0, len(d.byName))
+	for name := range d.byName {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Len returns the number of names listed.
+func (d *Directory) Len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.byName)
+}
+
+// Watch returns the Directory's events, in order: first a join for every
+// peer listed now (the oldest first), then every join and leave as they
+// happen, until ctx ends; then the channel is closed. A watcher that does
+// not keep up delays nobody: its events queue for it.
+func (d *Directory) Watch(ctx context.Context) <-chan DirectoryEvent {
+	w := &watcher{wake: make(chan struct{}, 1)}
+	out := make(chan DirectoryEvent)
+	d.mu.Lock()
+	for name, peers := range d.byName {
+		for _, p := range peers {
+			w.queue = append(w.queue, DirectoryEvent{Name: name, Peer: p, Joined: true})
+		}
+	}
+	d.watchers[w] = struct{}{}
+	d.mu.Unlock()
+	go func() {
+		defer close(out)
+		defer func() {
+			d.mu.Lock()
+			delete(d.watchers, w)
+			d.mu.Unlock()
+		}()
+		for {
+			d.mu.Lock()
+			queue := w.queue
+			w.queue = nil
+			d.mu.Unlock()
+			for _, e := range queue {
+				select {
+				case out <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case <-w.wake:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// watcher is one Watch's queue of events not yet delivered.
+type watcher struct {
+	queue []DirectoryEvent // guarded by the Directory's mu
+	wake  chan struct{}    // a token when queue has grown
+}
+
+// notifyLocked queues e for every watcher.
+func (d *Directory) notifyLocked(e DirectoryEvent) {
+	for w := range d.watchers {
+		w.queue = append(w.queue, e)
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// join lists p, admitted under its Identity's Name, and applies the
+// DuplicatePolicy to the sessions it already has.
+func (d *Directory) join(p *Peer) {
+	name := p.Identity().Name
+	if name == "" {
+		return
+	}
+	d.mu.Lock()
+	var replaced []*Peer
+	if d.policy == ReplaceOldest {
+		replaced = d.byName[name]
+		delete(d.byName, name)
+		for _, old := range replaced {
+			d.notifyLocked(DirectoryEvent{Name: name, Peer: old})
+		}
+	}
+	if !p.goingAway() { // else the session went away before it was admitted, and leave may have run
+		d.byName[name] = append(d.byName[name], p)
+		d.notifyLocked(DirectoryEvent{Name: name, Peer: p, Joined: true})
+	}
+	d.mu.Unlock()
+	for _, old := range replaced {
+		go old.shutdownWithin(d.srv.halt, []byte("replaced by a newer session"))
+	}
+}
+
+// leave unlists p, whose session has gone away, unless it has left
+// already.
+func (d *Directory) leave(p *Peer) {
+	name := p.Identity().Name
+	if name == "" {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	peers := d.byName[name]
+	i := slices.Index(peers, p)
+	if i < 0 {
+		return
+	}
+	if peers = slices.Delete(peers, i, i+1); len(peers) == 0 {
+		delete(d.byName, name)
+	} else {
+		d.byName[name] = peers
+	}
+	d.notifyLocked(DirectoryEvent{Name: name, Peer: p})
+}
