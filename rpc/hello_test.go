@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -389,4 +390,76 @@ func mustMessage(t testing.TB, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestAuthenticatorSeesTLSState serves mutual TLS: the authenticator names
+// the peer after its verified client certificate, so handlers know who
+// called without looking at the connection.
+func TestAuthenticatorSeesTLSState(t *testing.T) {
+	pki := newTestPKI(t)
+	byCertificate := func(ctx context.Context, h *SessionHello) (Identity, error) {
+		if h.TLS == nil || len(h.TLS.VerifiedChains) == 0 {
+			return Identity{}, status.Error(codes.Unauthenticated, "no verified client certificate")
+		}
+		return Identity{Name: h.TLS.VerifiedChains[0][0].Subject.CommonName}, nil
+	}
+	srv := NewServer(WithAuthenticator(byCertificate))
+	srv.RegisterService(&echoDesc, identityEcho(nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, srv, tls.NewListener(ln, pki.mutualServerTLS()))
+	p := dial(t, ln.Addr().String(), WithTLS(pki.clientTLS(pki.client)))
+	out, err := echoClient{p}.Unary(testCtx(t, 10*time.Second), wrapperspb.String("who"))
+	if err != nil || out.Value != clientName {
+		t.Fatalf("the handler saw %q, %v; want %q", out.GetValue(), err, clientName)
+	}
+}
+
+// TestSessionMetadataFuncRunsForEverySession has a Client's token come
+// from a function: each session the Client makes, reconnections
+// included, carries a fresh one, and a function that fails fails the
+// session's dial with its error.
+func TestSessionMetadataFuncRunsForEverySession(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	var tokens []string
+	var mu sync.Mutex
+	srv := NewServer(WithAuthenticator(func(ctx context.Context, h *SessionHello) (Identity, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		tokens = append(tokens, h.Metadata.Get("authorization")...)
+		return Identity{Name: "a1"}, nil
+	}))
+	srv.RegisterService(&echoDesc, identityEcho(nil))
+	addr := serve(t, srv)
+	var issued atomic.Int64
+	fresh := WithSessionMetadataFunc(func(context.Context) (metadata.MD, error) {
+		return metadata.Pairs("authorization", fmt.Sprint("token-", issued.Add(1))), nil
+	})
+	cl, err := NewClient(addr, fresh, WithConnectParams(ConnectParams{Backoff: backoffConfig(10*time.Millisecond, 100*time.Millisecond), MinConnectTimeout: 2 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 3 {
+		if out, err := (echoClient{cl}).Unary(ctx, wrapperspb.String("x"), WaitForReady(true)); err != nil || out.Value != "a1" {
+			t.Fatalf("call %d: %q, %v", i, out.GetValue(), err)
+		}
+		onlyPeer(t, srv).Session().Kill() // the Client reconnects by itself
+		eventually(t, 5*time.Second, "the Client's new session", func() bool { return issued.Load() == int64(i+2) && len(srv.Peers()) == 1 })
+	}
+	mu.Lock()
+	got := slices.Clone(tokens)
+	mu.Unlock()
+	if len(got) < 3 || got[0] != "token-1" || got[1] != "token-2" || got[2] != "token-3" {
+		t.Errorf("the sessions carried tokens %q, want a fresh one each", got)
+	}
+
+	_, err = Dial(ctx, addr, WithSessionMetadataFunc(func(context.Context) (metadata.MD, error) {
+		return nil, errors.New("the token service is down")
+	}))
+	if err == nil || !strings.Contains(err.Error(), "the token service is down") {
+		t.Errorf("a failing metadata function: %v", err)
+	}
 }
