@@ -39,7 +39,7 @@ import (
 // rejects, decodes back what the package's encoder makes of what it
 // accepted, and allocates in proportion to its input.
 
-// wireSchema compiles the schema of PROTOCOL.md section 14, once. Its
+// wireSchema compiles the schema of PROTOCOL.md sections 14 and 19, once. Its
 // string fields become bytes fields, whose encoding is the same: a
 // receiver takes them as bytes (section 14: it replaces the invalid UTF-8
 // of a status message, and metadata keys are ASCII by rule), where the
@@ -59,6 +59,16 @@ var wireSchema = sync.OnceValues(func() (protoreflect.FileDescriptor, error) {
 	if !ok || !found {
 		return nil, errors.New("PROTOCOL.md section 14 has no proto block")
 	}
+	// Section 19's messages, which use section 14's Entry, join them.
+	_, hello, ok := strings.Cut(string(doc), "### 19.")
+	if ok {
+		_, hello, ok = strings.Cut(hello, "```proto\n")
+	}
+	hello, _, found = strings.Cut(hello, "```")
+	if !ok || !found {
+		return nil, errors.New("PROTOCOL.md section 19 has no proto block")
+	}
+	src += hello
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := protocompile.Compiler{Resolver: &protocompile.SourceResolver{
@@ -91,7 +101,7 @@ func specMessage(t testing.TB, name protoreflect.Name, p []byte) (protoreflect.M
 	}
 	md := fd.Messages().ByName(name)
 	if md == nil {
-		t.Fatalf("PROTOCOL.md section 14 defines no message %s", name)
+		t.Fatalf("PROTOCOL.md sections 14 and 19 define no message %s", name)
 	}
 	m := dynamicpb.NewMessage(md)
 	return m, proto.Unmarshal(p, m)
