@@ -186,8 +186,16 @@ func (p *Peer) serviceNames() []string {
 // handshakeTimeout is how long a session's hello may take, from when the
 // Peer is made: the session's handshake timeout.
 func (p *Peer) handshakeTimeout() time.Duration {
-	return cmp.Or(p.cfg.mux.HandshakeTimeout, 10*time.Second)
+	return cmp.Or(p.cfg.mux.HandshakeTimeout, defaultHandshakeTimeout)
 }
+
+// defaultHandshakeTimeout is mux.Config.HandshakeTimeout's default, and
+// defaultAuthSlots MaxPendingHandshakes': how long a hello may take, and
+// how many Authenticators a Server runs at once.
+const (
+	defaultHandshakeTimeout = 10 * time.Second
+	defaultAuthSlots        = 1024
+)
 
 // greet is the dialing side's hello: it sends the HELLO and waits for the
 // WELCOME, until ctx ends or the handshake time is up. Admitted, p serves

@@ -305,6 +305,9 @@ func TestDocumentedDefaults(t *testing.T) {
 		"Session age at a Server":                int64(sc.maxAge),
 		"Calls in flight after the age":          grace,
 		"Idle session at a Server":               int64(sc.peer.muxConfig().IdleTimeout),
+		"Session hello":                          int64(defaultHandshakeTimeout),
+		"Services named in a session hello":      maxServices,
+		"Authenticators running at once":         defaultAuthSlots,
 	}
 	options := ""
 	for _, r := range rows {
@@ -326,7 +329,7 @@ func TestDocumentedDefaults(t *testing.T) {
 		t.Errorf("the table has no row %q", name)
 	}
 	for _, opt := range []string{"MaxRecvMsgSize", "MaxSendMsgSize", "MaxCallRecvMsgSize", "MaxCallSendMsgSize", "MaxHeaderListSize", "MaxConcurrentCalls",
-		"MaxConnectionAge", "MaxConnectionAgeGrace", "MaxConnectionIdle"} {
+		"MaxConnectionAge", "MaxConnectionAgeGrace", "MaxConnectionIdle", "WithAuthenticator"} {
 		if !strings.Contains(options, "`rpc."+opt+"`") {
 			t.Errorf("no row of the table is configured by rpc.%s", opt)
 		}

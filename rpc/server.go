@@ -66,7 +66,7 @@ func NewServer(opts ...ServerOption) *Server {
 	}
 	s.dir = newDirectory(s, s.cfg.duplicates)
 	if s.cfg.auth != nil {
-		s.authSlots = make(chan struct{}, cmp.Or(s.cfg.peer.mux.MaxPendingHandshakes, 1024))
+		s.authSlots = make(chan struct{}, cmp.Or(s.cfg.peer.mux.MaxPendingHandshakes, defaultAuthSlots))
 	}
 	s.unaryInt = chainUnaryServer(s.cfg.unaryServer)
 	s.streamInt = chainStreamServer(s.cfg.streamServer)
