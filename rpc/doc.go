@@ -29,6 +29,16 @@
 // with [MaxConnectionAge]; package rpc/health serves and checks the
 // standard health service ([WithHealthCheck]).
 //
+// Every session begins with a hello: the dialing side sends, once,
+// session metadata ([WithSessionMetadata]: an agent's id and token, say)
+// and the names of the services it serves, and the Server's
+// [Authenticator] ([WithAuthenticator]) admits the session under an
+// [Identity] or refuses it, before any call on it is served and before
+// OnPeer runs; a refused Dial fails with the refusal's status. Handlers
+// find the Identity with [IdentityFromContext], and the Server's
+// [Directory] lists its peers by the Identity's Name, so that "the agent
+// of customer 42" is a lookup, also after the agent has reconnected.
+//
 // Errors carry a gRPC status: status.Code(err) is the call's code, and a
 // cancelled or expired context gives Canceled or DeadlineExceeded. A call
 // the other side never processed (refused over its concurrency limit, or
