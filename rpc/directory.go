@@ -9,8 +9,10 @@ import (
 // A Directory lists a Server's peers by the Name of their Identity, as
 // the Server's Authenticator established it: "the agent of customer 42"
 // is a lookup, not a registry the application keeps. A peer is listed
-// from the moment its session is admitted (before OnPeer runs) until the
-// session goes away; an agent that reconnects is listed again under the
+// from the moment its session is admitted (once the welcome has gone to
+// the client, so a moment after the client's Dial returns, and before
+// OnPeer runs) until the session goes away (a GoAway either way, or its
+// end); an agent that reconnects is listed again under the
 // same name by its new session, with nothing to do on either side.
 // Anonymous peers (an empty Name) are not listed. Get a Server's with
 // Server.Directory.

@@ -18,6 +18,23 @@ func agentServices(name string) *Server {
 	return srv
 }
 
+// listed waits until dir lists exactly one peer under name, other than
+// not, and returns it. A Dial returns once the server has sent its
+// welcome, a moment before the server lists the peer.
+func listed(t testing.TB, dir *Directory, name string, not *Peer) *Peer {
+	t.Helper()
+	var p *Peer
+	eventually(t, 5*time.Second, "the directory to list "+name, func() bool {
+		peers := dir.Lookup(name)
+		if len(peers) == 1 && peers[0] != not {
+			p = peers[0]
+			return true
+		}
+		return false
+	})
+	return p
+}
+
 // nextEvent returns the next event of a Watch, within 5 s.
 func nextEvent(t testing.TB, events <-chan DirectoryEvent) DirectoryEvent {
 	t.Helper()
@@ -102,15 +119,9 @@ func TestDirectoryReplaceOldest(t *testing.T) {
 		srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
 		addr := serve(t, srv)
 		first := dial(t, addr, muxOpt(tr), agentCredentials("a1", ""), WithServices(agentServices("first")))
-		old := srv.Directory().Lookup("a1")
-		if len(old) != 1 {
-			t.Fatalf("Lookup(a1) = %d peers", len(old))
-		}
+		old := listed(t, srv.Directory(), "a1", nil)
 		second := dial(t, addr, muxOpt(tr), agentCredentials("a1", ""), WithServices(agentServices("second")))
-		peers := srv.Directory().Lookup("a1")
-		if len(peers) != 1 || peers[0] == old[0] {
-			t.Fatalf("Lookup(a1) after the second session: %d peers", len(peers))
-		}
+		peers := []*Peer{listed(t, srv.Directory(), "a1", old)}
 		checkEcho(t, ctx, peers[0], "second")
 		select {
 		case <-first.Done():

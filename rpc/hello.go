@@ -216,6 +216,17 @@ func (p *Peer) greet(ctx context.Context) error {
 	return nil
 }
 
+// startHello begins the session hello without waiting for it: the
+// dialing side's greet in a goroutine of its own, or the other side's
+// awaitHello.
+func (p *Peer) startHello() {
+	if p.sess.IsClient() {
+		go p.greet(context.Background())
+	} else {
+		p.awaitHello()
+	}
+}
+
 // refusal returns why the session hello failed, or nil. A call that
 // failed because its session ended may have raced the hello's end on a
 // Peer that did not wait for it (NewPeer): it waits for that end, which

@@ -104,11 +104,7 @@ func NewPeer(sess *mux.Session, opts ...DialOption) *Peer {
 		o.applyToPeer(&cfg)
 	}
 	p := newPeer(sess, cfg)
-	if sess.IsClient() {
-		go p.greet(context.Background())
-	} else {
-		p.awaitHello()
-	}
+	p.startHello()
 	return p
 }
 

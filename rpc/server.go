@@ -209,7 +209,10 @@ func (s *Server) ServeConn(conn net.Conn) error {
 // Close, ErrServerStopped if the Server had stopped already, and the
 // session's error otherwise. MaxConnectionAge applies to the session;
 // MaxConnectionIdle does not, the session's IdleTimeout being the one it
-// was made with.
+// was made with. The session hello is the one of the session's side: on
+// the server side, the Server's Authenticator admits the session before
+// its calls are served; on the client side (mux.Client), this side sends
+// the hello, with no session metadata, and is served once admitted.
 func (s *Server) ServeSession(sess *mux.Session) error {
 	cfg := s.cfg.peer
 	cfg.services = s
@@ -225,7 +228,7 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	s.mu.Unlock()
 	stopAge := s.watchAge(p)
 	p.admitted = s.admitted
-	p.awaitHello()
+	p.startHello()
 	<-sess.Draining()
 	s.dir.leave(p)
 	p.wait()
