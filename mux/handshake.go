@@ -1,7 +1,6 @@
 package mux
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -61,7 +60,7 @@ func (s *Session) readHandshake() error {
 	if err := checkPreface(pre[:]); err != nil {
 		return fmt.Errorf("mux: handshake: %w", err)
 	}
-	s.br = bufio.NewReaderSize(receiver{s}, readBufferSize)
+	s.br = newConnReader(s.conn, &s.heardAt)
 	hb, err := s.br.Peek(frameHeaderLen)
 	if err != nil {
 		return fmt.Errorf("mux: handshake: reading settings: %w", err)

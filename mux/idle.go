@@ -2,12 +2,28 @@ package mux
 
 import "time"
 
-// startIdleWatch starts watchIdle if Config.IdleTimeout asks for it.
+// startIdleWatch ends the session, as Close does, once no stream has been
+// open for Config.IdleTimeout, if it is set: none is open now, and none
+// has ended since. The streams are counted as NumStreams counts them. A
+// stream the peer opens as the session closes is served, or refused as
+// after any GoAway.
 func (s *Session) startIdleWatch() {
-	if s.cfg.IdleTimeout > 0 {
-		s.wg.Add(1)
-		go s.watchIdle()
+	timeout := s.cfg.IdleTimeout
+	if timeout <= 0 {
+		return
 	}
+	s.startTimer(timeout, func() time.Duration {
+		if s.NumStreams() > 0 {
+			return timeout
+		}
+		idle := time.Since(time.Unix(0, s.activeAt.Load()))
+		if idle < timeout {
+			return timeout - idle
+		}
+		// Not in this run: closeWith waits for it to end.
+		go s.closeWith(ErrIdleTimeout, []byte("idle timeout"))
+		return 0
+	})
 }
 
 // markActive notes, for IdleTimeout, that a stream has just ended; a
@@ -15,34 +31,5 @@ func (s *Session) startIdleWatch() {
 func (s *Session) markActive() {
 	if s.cfg.IdleTimeout > 0 {
 		s.activeAt.Store(now())
-	}
-}
-
-// watchIdle ends the session, as Close does, once no stream has been open
-// for IdleTimeout: none is open now, and none has ended since. The streams
-// are counted as NumStreams counts them. A stream the peer opens as the
-// session closes is served, or refused as after any GoAway.
-func (s *Session) watchIdle() {
-	defer s.wg.Done()
-	timeout := s.cfg.IdleTimeout
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-timer.C:
-		}
-		next := timeout
-		if s.NumStreams() == 0 {
-			idle := time.Since(time.Unix(0, s.activeAt.Load()))
-			if idle >= timeout {
-				// Not in this goroutine: closeWith waits for it to exit.
-				go s.closeWith(ErrIdleTimeout, []byte("idle timeout"))
-				return
-			}
-			next = timeout - idle
-		}
-		timer.Reset(next)
 	}
 }

@@ -1,9 +1,6 @@
 package mux
 
-import (
-	"bufio"
-	"io"
-)
+import "io"
 
 // What the reader goroutine does to a stream: it fills the stream's
 // buffer within the stream's window, takes the peer's credit, and ends
@@ -12,7 +9,7 @@ import (
 // deliver moves an n-byte DATA payload from br into the stream. A payload
 // beyond the stream's window resets the stream; only a connection error is
 // returned.
-func (st *Stream) deliver(br *bufio.Reader, n int, end bool) error {
+func (st *Stream) deliver(br *connReader, n int, end bool) error {
 	st.mu.Lock()
 	if st.recv != halfOpen || st.closed {
 		// The peer's END may finish a stream whose Close is still under

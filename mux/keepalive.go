@@ -2,7 +2,49 @@ package mux
 
 import "time"
 
-// keepAlive pings the peer when nothing has been received, or nothing
+// startTimer runs tick after d, and again after each delay tick returns,
+// until it returns 0 or the session ends. A timer, not a goroutine, waits
+// meanwhile, so that an idle session costs no goroutine for it; each run
+// has a goroutine of its own, counted in s.wg so that Close and Kill wait
+// for it, and none starts once the session has ended (fail stops the
+// timers, under mu, as it ends the session). Runs never overlap: the
+// next is armed only once one is over.
+func (s *Session) startTimer(d time.Duration, tick func() time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		s.mu.Lock()
+		if s.err != nil {
+			s.mu.Unlock()
+			return
+		}
+		s.wg.Add(1) // before fail, so before any wg.Wait: see Close and Kill
+		s.mu.Unlock()
+		defer s.wg.Done()
+		next := tick()
+		s.mu.Lock()
+		if next > 0 && s.err == nil {
+			t.Reset(next)
+		}
+		s.mu.Unlock()
+	})
+	s.timers = append(s.timers, t)
+}
+
+// stopTimersLocked stops the session's timers, which must not run once it
+// has ended.
+func (s *Session) stopTimersLocked() {
+	for _, t := range s.timers {
+		t.Stop()
+	}
+	s.timers = nil
+}
+
+// startKeepAlive pings the peer when nothing has been received, or nothing
 // sent, for KeepAliveInterval, and ends the session when, for
 // KeepAliveTimeout, nothing has been received and the peer has not drained
 // a congested connection, or a write has made no progress. It looks every
@@ -14,42 +56,23 @@ import "time"
 // always see its bytes drain: on a slow link they may wait in a buffer
 // beyond the peer's socket (a router's), and the peer hears only this
 // side's pings until they have crossed.
-func (s *Session) keepAlive() {
-	defer s.wg.Done()
+func (s *Session) startKeepAlive() {
 	interval, timeout := s.cfg.KeepAliveInterval, s.cfg.KeepAliveTimeout
-	tick := time.NewTicker(interval / 4)
-	defer tick.Stop()
-	var pinged time.Time
-	for {
-		var now time.Time
-		select {
-		case <-s.done:
-			return
-		case now = <-tick.C:
-		}
+	var pinged time.Time // runs never overlap, and s.mu orders them
+	s.startTimer(interval/4, func() time.Duration {
+		now := time.Now()
 		heard, drained := time.Unix(0, s.heardAt.Load()), time.Unix(0, s.drainedAt.Load())
 		sent := time.Unix(0, s.sentAt.Load())
 		progress := s.progressAt.Load() // a write runs, and last made progress then
 		quiet := now.Sub(heard) >= timeout && now.Sub(drained) >= timeout
 		if quiet || progress != 0 && now.Sub(time.Unix(0, progress)) >= timeout {
 			s.fail(ErrKeepAliveTimeout)
-			return
+			return 0
 		}
 		if (now.Sub(heard) >= interval || now.Sub(sent) >= interval) && now.Sub(pinged) >= interval {
 			pinged = now
 			s.sendPing(0, false)
 		}
-	}
-}
-
-// receiver is the connection as the session's reader sees it: every read
-// that brings bytes is a sign of life, for keepalive.
-type receiver struct{ s *Session }
-
-func (r receiver) Read(p []byte) (int, error) {
-	n, err := r.s.conn.Read(p)
-	if n > 0 {
-		r.s.heardAt.Store(now())
-	}
-	return n, err
+		return interval / 4
+	})
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"net"
+	"runtime"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,17 +18,22 @@ import (
 // which flow control bounds, and new streams into the pending list, which
 // the stream limit bounds.
 
-// readLoop is the body of the goroutines that read the session. One reads
-// at a time, counted in s.wg. When a new stream of a handled type arrives
-// with nothing read after it, the reader does not start a goroutine for the
-// handler and then wait for the next frame: it hands the reading over to
-// an idle goroutine (a new one if none waits), runs the handler itself at
-// once, and then waits to read again. Recycled so, the goroutines keep the
-// stacks that reading and writing grew.
+// readLoop is the body of the goroutines that read sessions. One reads a
+// session at a time, counted in its s.wg. When a new stream of a handled
+// type arrives with nothing read after it, the reader does not start a
+// goroutine for the handler and then wait for the next frame: it hands the
+// reading over to a spare goroutine (a new one if none waits), runs the
+// handler itself at once, and then becomes a spare, for whichever session
+// hands its reading over next. Recycled so, the goroutines keep the stacks
+// that reading and writing grew. The spares are the process's, not a
+// session's, and do not outlast their use (see waitAsSpare): an idle
+// session costs one goroutine to read it, the one waiting for its bytes.
 func (s *Session) readLoop() {
-	for {
+	var spareTimer *time.Timer // this goroutine's, for its waits as a spare
+	for s != nil {
 		st, err := s.readFrames()
 		if err != nil {
+			s.br.release() // nothing reads it any more
 			s.fail(err)
 			s.wg.Done()
 			return
@@ -34,39 +41,60 @@ func (s *Session) readLoop() {
 		handle := st.handle
 		st.handle = nil
 		select {
-		case s.relay <- struct{}{}: // an idle goroutine reads on
+		case spareReaders <- s: // a spare reads on
 		default:
 			go s.readLoop()
 		}
 		s.serve(st, handle)
-		if !s.idle() {
-			return
-		}
+		s = s.waitAsSpare(&spareTimer)
 	}
 }
 
-// maxIdleReaders bounds the goroutines that wait in idle; each costs an
-// idle session a parked goroutine. With one, calls one after another
+// spareReaders hands a session's reading to a spare goroutine, one that
+// waits in waitAsSpare.
+var spareReaders = make(chan *Session)
+
+// maxSpareReaders bounds the spare goroutines of the process, spares
+// counts them. With one spare per session, calls one after another
 // started a goroutine every other call: the caller's next call often
 // arrives before the goroutine that served the last one, its answer
-// written, has come back to idle. Two leave one waiting then too (a
-// goroutine per 30 calls, measured); more did not help under load.
-const maxIdleReaders = 2
+// written, has come back to wait. Two per session left one waiting then
+// too (a goroutine per 30 calls, measured); more did not help under load.
+// Shared by all sessions, a few per processor serve as well.
+var (
+	maxSpareReaders = int32(max(4, 2*runtime.GOMAXPROCS(0)))
+	spares          atomic.Int32
+)
 
-// idle waits until this goroutine is to read again, and reports false
-// when it should exit instead: enough goroutines wait already, or the
-// session has ended.
-func (s *Session) idle() bool {
-	if s.idleReaders.Add(1) > maxIdleReaders {
-		s.idleReaders.Add(-1)
-		return false
+// spareIdle is how long a spare waits for a session to read before it
+// exits: far longer than a caller takes to make its next call, and short
+// enough that a session which went idle leaves no goroutine behind for
+// long.
+const spareIdle = 100 * time.Millisecond
+
+// waitAsSpare waits, after this goroutine ran a handler of s's, for a
+// session whose reading it is handed, and returns that session; or nil,
+// for the goroutine to exit, when enough spares wait already, when none
+// came within spareIdle, or when s ended. *t is the goroutine's timer for
+// the wait, made on its first.
+func (s *Session) waitAsSpare(t **time.Timer) *Session {
+	if spares.Add(1) > maxSpareReaders {
+		spares.Add(-1)
+		return nil
 	}
-	defer s.idleReaders.Add(-1)
+	defer spares.Add(-1)
+	if *t == nil {
+		*t = time.NewTimer(spareIdle)
+	} else {
+		(*t).Reset(spareIdle)
+	}
 	select {
-	case <-s.relay:
-		return true
+	case next := <-spareReaders:
+		return next
+	case <-(*t).C:
+		return nil
 	case <-s.done:
-		return false
+		return nil
 	}
 }
 

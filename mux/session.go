@@ -1,7 +1,6 @@
 package mux
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -41,9 +40,9 @@ type Session struct {
 	conn   net.Conn
 	cfg    Config
 	client bool
-	peer   settings      // what the peer announced in the handshake
-	br     *bufio.Reader // the reader goroutine's, after the handshake
-	smux   *smuxSession  // set on the Smux transport, which uses nothing below
+	peer   settings     // what the peer announced in the handshake
+	br     *connReader  // the reader goroutine's, after the handshake
+	smux   *smuxSession // set on the Smux transport, which uses nothing below
 
 	// Send path (writer.go): frames are appended to wbuf and one flusher
 	// at a time writes it out.
@@ -52,6 +51,7 @@ type Session struct {
 	wspare      []byte
 	lane        []byte // control frames that go before the open batch
 	laneSpare   []byte
+	bufs        *sendBufs     // the holder wbuf, wspare, lane and laneSpare came in while the session has them; nil while they wait in sendBufPool
 	rest        []byte        // the unwritten end of a batch handed to writeLoop
 	flusher     flusher       // who writes wbuf now
 	batch       uint32        // counts the batches taken: the open batch's number
@@ -80,20 +80,20 @@ type Session struct {
 	acceptors   map[StreamType]chan struct{} // per accepted type: a token while pending may hold one
 	handlers    map[StreamType]func(*Stream) // per handled type, see HandleType
 	serveNow    *Stream                      // the reader's: a new stream for readLoop to serve itself
-	relay       chan struct{}                // hands the reading to an idle goroutine, see readLoop
-	idleReaders atomic.Int32
 	goAwaySent  *GoAwayError
 	goAwayRecv  *GoAwayError
 	protoErr    error // the peer broke the protocol: the session's error, whatever fails while the GOAWAY saying so leaves
 	closing     bool
-	closeErr    error       // set by a graceful close once its streams are done: the session's error, whatever fails while it lingers
-	writeFail   *time.Timer // set once a write failed: ends the session if the reader has not by then, see writeFailed
+	closeErr    error         // set by a graceful close once its streams are done: the session's error, whatever fails while it lingers
+	writeFail   *time.Timer   // set once a write failed: ends the session if the reader has not by then, see writeFailed
+	timers      []*time.Timer // keepalive's and IdleTimeout's, see startTimer
 	pings       map[uint64]chan struct{}
 	pingSeq     uint64
 	heardAt     atomic.Int64 // unix nanos when bytes last arrived, for keepalive
 	activeAt    atomic.Int64 // unix nanos when a stream last ended, or the session started, for IdleTimeout
 	done        chan struct{}
 	err         error         // why the session ended; set once before done closes
+	afterFuncs  []*afterFunc  // to run once the session has ended, see AfterFunc
 	draining    chan struct{} // closed once this side may open no more streams; see Draining
 	wg          sync.WaitGroup
 	closeCalled atomic.Bool
@@ -130,7 +130,6 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		cfg:       c,
 		client:    client,
 		kick:      make(chan struct{}, 1),
-		relay:     make(chan struct{}),
 		streams:   make(map[uint32]*Stream),
 		acceptors: make(map[StreamType]chan struct{}),
 		pings:     make(map[uint64]chan struct{}),
@@ -161,8 +160,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 	go s.readLoop()
 	go s.writeLoop()
 	if c.KeepAliveInterval > 0 {
-		s.wg.Add(1)
-		go s.keepAlive()
+		s.startKeepAlive()
 	}
 	s.startIdleWatch()
 	return s, nil
@@ -360,6 +358,7 @@ func (s *Session) goAway(code uint32, debug []byte, mark func()) error {
 		s.wmu.Unlock()
 		return err
 	}
+	s.takeBufsLocked()
 	s.wbuf = appendGoAway(s.wbuf, g)
 	s.flushControlAndUnlock()
 	return nil
@@ -516,6 +515,39 @@ func (s *Session) Done() <-chan struct{} {
 	return s.done
 }
 
+// AfterFunc arranges for f to run in its own goroutine once the session
+// has ended (Done is closed, Err says why), or at once if it has already,
+// as context.AfterFunc does for a context: no goroutine waits for the end
+// meanwhile, so that watching many sessions costs none per session.
+// Calling stop stops f from running, and reports whether it did: false if
+// f has been started, or stopped already.
+func (s *Session) AfterFunc(f func()) (stop func() bool) {
+	a := &afterFunc{f: f}
+	s.mu.Lock()
+	ended := s.err != nil
+	if !ended {
+		s.afterFuncs = append(s.afterFuncs, a)
+	}
+	s.mu.Unlock()
+	if ended {
+		go f()
+	}
+	return func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		i := slices.Index(s.afterFuncs, a)
+		if i < 0 {
+			return false
+		}
+		s.afterFuncs = slices.Delete(s.afterFuncs, i, i+1)
+		return true
+	}
+}
+
+// afterFunc is a function AfterFunc holds for the session's end. Its
+// address tells it from others of the same func.
+type afterFunc struct{ f func() }
+
 // Err says why the session ended: ErrSessionClosed after Close or Kill, a
 // *GoAwayError when the peer went away, ErrKeepAliveTimeout, ErrProtocol, or
 // the connection's error. It is nil while the session runs.
@@ -580,6 +612,7 @@ func (s *Session) fail(err error) {
 	if s.writeFail != nil {
 		s.writeFail.Stop()
 	}
+	s.stopTimersLocked()
 	close(s.done)
 	s.stopOpensLocked()
 	s.wakeSlotWaitersLocked()
@@ -587,6 +620,10 @@ func (s *Session) fail(err error) {
 	for _, st := range s.streams {
 		streams = append(streams, st)
 	}
+	for _, a := range s.afterFuncs {
+		go a.f()
+	}
+	s.afterFuncs = nil
 	s.mu.Unlock()
 	if s.smux != nil {
 		s.smux.Close()

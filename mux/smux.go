@@ -66,34 +66,27 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 	go s.smuxAcceptLoop()
 	if c.KeepAliveInterval > 0 {
 		s.heardAt.Store(now())
-		s.wg.Add(1)
-		go s.smuxKeepAlive()
+		s.startSmuxKeepAlive()
 	}
 	return s, nil
 }
 
-// smuxKeepAlive ends the session with ErrKeepAliveTimeout once nothing has
-// been read from the peer for KeepAliveTimeout; smux only sends the pings
-// (NOP frames). smux's own check looks, once per timeout, for a frame
-// header read since its last look, and would end a live session on a
-// link that takes longer than the timeout to carry one frame of up to
-// 64 KiB: bytes arriving prove the peer alive, not only whole frames.
-func (s *Session) smuxKeepAlive() {
-	defer s.wg.Done()
-	timeout := s.cfg.KeepAliveTimeout
-	tick := time.NewTicker(s.cfg.KeepAliveInterval / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case t := <-tick.C:
-			if t.Sub(time.Unix(0, s.heardAt.Load())) >= timeout {
-				s.fail(ErrKeepAliveTimeout)
-				return
-			}
+// startSmuxKeepAlive ends the session with ErrKeepAliveTimeout once
+// nothing has been read from the peer for KeepAliveTimeout; smux only
+// sends the pings (NOP frames). smux's own check looks, once per timeout,
+// for a frame header read since its last look, and would end a live
+// session on a link that takes longer than the timeout to carry one frame
+// of up to 64 KiB: bytes arriving prove the peer alive, not only whole
+// frames.
+func (s *Session) startSmuxKeepAlive() {
+	timeout, every := s.cfg.KeepAliveTimeout, s.cfg.KeepAliveInterval/4
+	s.startTimer(every, func() time.Duration {
+		if time.Since(time.Unix(0, s.heardAt.Load())) >= timeout {
+			s.fail(ErrKeepAliveTimeout)
+			return 0
 		}
-	}
+		return every
+	})
 }
 
 // smuxConfig returns the smux configuration for c.

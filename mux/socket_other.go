@@ -6,3 +6,7 @@ import "net"
 
 // newRawSocket returns nil: raw writes are used on Unix systems only.
 func newRawSocket(net.Conn, func(drained bool)) socket { return nil }
+
+// newRawReader leaves c to the connection's Read: raw reads are used on
+// Unix systems only.
+func newRawReader(*connReader) {}

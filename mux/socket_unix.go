@@ -3,6 +3,7 @@
 package mux
 
 import (
+	"io"
 	"net"
 	"syscall"
 )
@@ -113,4 +114,59 @@ func wrapWriteErr(err error) error {
 		return &net.OpError{Op: "write", Net: "raw", Err: errno}
 	}
 	return err
+}
+
+// newRawReader has c read a TCP or Unix connection through its
+// descriptor, so that it can wait for bytes holding no buffer; other
+// connections it leaves to their Read. The types qualify as for
+// newRawSocket.
+func newRawReader(c *connReader) {
+	var sc syscall.Conn
+	switch conn := c.conn.(type) {
+	case *net.TCPConn:
+		sc = conn
+	case *net.UnixConn:
+		sc = conn
+	default:
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	c.raw = rc
+	c.readFD = c.readOnceFD
+}
+
+// readOnceFD reads once into c.dst, or, with c.own, into c's buffer after
+// its unread bytes. When no bytes are there it asks RawConn.Read to wait
+// for them, and lets go of a buffer that holds nothing unread meanwhile;
+// it takes one again once bytes have come. The read itself tells whether
+// bytes are there: RawConn.Read forgets a readiness the poller reported
+// before it began, so the function it calls must look for itself.
+func (c *connReader) readOnceFD(fd uintptr) bool {
+	for {
+		p := c.dst
+		if c.own {
+			c.take()
+			p = (*c.box)[c.w:]
+		}
+		n, err := syscall.Read(int(fd), p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if c.own && c.r == c.w {
+				c.release() // wait holding no buffer
+			}
+			return false
+		case err != nil:
+			c.err = &net.OpError{Op: "read", Net: "raw", Err: err}
+		case n == 0:
+			c.err = io.EOF
+		default:
+			c.n = n
+		}
+		return true
+	}
 }

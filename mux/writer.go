@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -89,6 +90,7 @@ func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 			s.wmu.Unlock()
 			return st.neverSent(err)
 		}
+		s.takeBufsLocked()
 		h.streamID = id
 		st.opened.Store(true) // from here on the peer may process it
 		h.flags |= flagOpen
@@ -96,6 +98,7 @@ func (s *Session) queueData(st *Stream, p []byte, end bool) error {
 		s.wbuf = appendFrameHeader(s.wbuf, h)
 		s.wbuf = binary.AppendUvarint(s.wbuf, uint64(st.typ))
 	} else {
+		s.takeBufsLocked()
 		s.wbuf = appendFrameHeader(s.wbuf, h)
 	}
 	s.wbuf = append(s.wbuf, p...)
@@ -141,6 +144,7 @@ func (s *Session) queueEnd(st *Stream, end, reset bool, code uint32, a *afterEnd
 		a.forgetNow()
 		return
 	}
+	s.takeBufsLocked()
 	if end && !queued {
 		s.wbuf = appendFrameHeader(s.wbuf, frameHeader{typ: frameData, flags: flagEnd, streamID: st.id.Load()})
 	}
@@ -250,6 +254,7 @@ func (s *Session) send(b []byte) error {
 		s.wmu.Unlock()
 		return err
 	}
+	s.takeBufsLocked()
 	s.wbuf = append(s.wbuf, b...)
 	s.flushControlAndUnlock()
 	return nil
@@ -265,6 +270,7 @@ func (s *Session) sendControl(h frameHeader, payload ...uint32) {
 		s.wmu.Unlock()
 		return
 	}
+	s.takeBufsLocked()
 	buf := &s.wbuf
 	if h.typ == frameWindowUpdate {
 		buf = &s.lane
@@ -345,7 +351,11 @@ func (s *Session) sendErrLocked() error {
 // finding new frames after a few rounds. It returns the connection's
 // error, for the caller to fail the session with once it has released wmu.
 func (s *Session) flushLocked() error {
-	if s.flusher != flushNone || s.nothingQueuedLocked() || s.writeErr != nil {
+	if s.flusher != flushNone || s.writeErr != nil {
+		return nil
+	}
+	if s.nothingQueuedLocked() {
+		s.releaseBufsLocked() // a caller took them and queued nothing
 		return nil
 	}
 	s.flusher = flushInline
@@ -418,7 +428,7 @@ func (s *Session) recycleLocked(buf []byte, lane bool) {
 }
 
 // idleLocked ends a flush, waking whoever waits for the send path to
-// drain.
+// drain, and giving back the buffers once it has.
 func (s *Session) idleLocked() {
 	s.flusher = flushNone
 	s.progressAt.Store(0)
@@ -427,6 +437,50 @@ func (s *Session) idleLocked() {
 		close(s.sent)
 		s.sent = nil
 	}
+	if s.nothingQueuedLocked() {
+		s.releaseBufsLocked()
+	}
+}
+
+// sendBufs holds the send path's buffers, the open batch's and the lane's
+// and their spares, while the send path is idle: they wait in sendBufPool,
+// not in the session, so that an idle session holds no buffer, and the
+// next session to send takes them, capacity and all, as x/net/http2's
+// bufferedWriter takes its bufio.Writer. The session keeps the holder it
+// took them with, s.bufs, while it holds them: giving them back and
+// taking them again allocates nothing.
+type sendBufs struct{ wbuf, wspare, lane, laneSpare []byte }
+
+var sendBufPool = sync.Pool{New: func() any { return new(sendBufs) }}
+
+// takeBufsLocked gives the send path buffers to append frames to, unless
+// it holds them already.
+func (s *Session) takeBufsLocked() {
+	if s.bufs != nil {
+		return
+	}
+	b := sendBufPool.Get().(*sendBufs)
+	s.wbuf, s.wspare, s.lane, s.laneSpare = b.wbuf, b.wspare, b.lane, b.laneSpare
+	*b = sendBufs{}
+	s.bufs = b
+}
+
+// releaseBufsLocked gives the buffers back, once a flush has emptied
+// them. The array with room goes where frames are appended first.
+func (s *Session) releaseBufsLocked() {
+	b := s.bufs
+	if b == nil {
+		return
+	}
+	if cap(s.wbuf) == 0 {
+		s.wbuf, s.wspare = s.wspare, nil
+	}
+	if cap(s.lane) == 0 {
+		s.lane, s.laneSpare = s.laneSpare, nil
+	}
+	*b = sendBufs{s.wbuf[:0], s.wspare, s.lane[:0], s.laneSpare}
+	s.wbuf, s.wspare, s.lane, s.laneSpare, s.bufs = nil, nil, nil, nil, nil
+	sendBufPool.Put(b)
 }
 
 // writeLoop writes what senders hand it: everything a sender could not
