@@ -11,8 +11,8 @@ import (
 // is a lookup, not a registry the application keeps. A peer is listed
 // from the moment its session is admitted (once the welcome has gone to
 // the client, so a moment after the client's Dial returns, and before
-// OnPeer runs) until the session goes away (a GoAway either way, or its
-// end); an agent that reconnects is listed again under the
+// OnPeer runs) until the session ends, and lookups leave it out from the
+// moment it goes away (a GoAway either way); an agent that reconnects is listed again under the
 // same name by its new session, with nothing to do on either side.
 // Anonymous peers (an empty Name) are not listed. Get a Server's with
 // Server.Directory.

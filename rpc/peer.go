@@ -131,11 +131,10 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 	if p.srv != nil {
 		p.srv.startServing()
 	}
-	go func() {
-		<-sess.Done()
+	sess.AfterFunc(func() {
 		p.cancel() // handlers' contexts end with the session
 		p.wake()   // a drain no longer waits for outgoing calls
-	}()
+	})
 	return p
 }
 

@@ -188,7 +188,7 @@ func (s *Server) Serve(lis net.Listener) error {
 			}
 			return err
 		}
-		go s.ServeSession(sess)
+		s.serveSession(sess, func(error) {})
 	}
 }
 
@@ -214,6 +214,16 @@ func (s *Server) ServeConn(conn net.Conn) error {
 // its calls are served; on the client side (mux.Client), this side sends
 // the hello, with no session metadata, and is served once admitted.
 func (s *Server) ServeSession(sess *mux.Session) error {
+	ended := make(chan error, 1)
+	s.serveSession(sess, func(err error) { ended <- err })
+	return <-ended
+}
+
+// serveSession is ServeSession without the wait: it returns at once, and
+// calls ended with what ServeSession returns once the session has ended
+// and its handlers have returned. Serve serves its sessions so, with no
+// goroutine waiting for each while it lasts.
+func (s *Server) serveSession(sess *mux.Session, ended func(error)) {
 	cfg := s.cfg.peer
 	cfg.services = s
 	p := newPeer(sess, cfg)
@@ -221,22 +231,26 @@ func (s *Server) ServeSession(sess *mux.Session) error {
 	if s.stopping {
 		s.mu.Unlock()
 		p.kill()
-		p.wait()
-		return ErrServerStopped
+		sess.AfterFunc(func() {
+			p.waitIdle(true)
+			ended(ErrServerStopped)
+		})
+		return
 	}
 	s.peers[p] = struct{}{}
 	s.mu.Unlock()
 	stopAge := s.watchAge(p)
 	p.admitted = s.admitted
 	p.startHello()
-	<-sess.Draining()
-	s.dir.leave(p)
-	p.wait()
-	stopAge()
-	s.mu.Lock()
-	delete(s.peers, p)
-	s.mu.Unlock()
-	return sessionEndError(sess.Err())
+	sess.AfterFunc(func() {
+		s.dir.leave(p)
+		p.waitIdle(true) // the session has ended: wait for its handlers
+		stopAge()
+		s.mu.Lock()
+		delete(s.peers, p)
+		s.mu.Unlock()
+		ended(sessionEndError(sess.Err()))
+	})
 }
 
 // admitted lists a peer the session hello has admitted in the Directory,
