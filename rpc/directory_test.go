@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -135,6 +136,30 @@ func TestDirectoryReplaceOldest(t *testing.T) {
 		checkEcho(t, ctx, second, "server")
 		if n := len(srv.Directory().Lookup("a1")); n != 1 {
 			t.Errorf("Lookup(a1) at the end: %d peers", n)
+		}
+	})
+}
+
+// TestDirectoryListsSessionOnceDialReturns dials agents one after
+// another and looks each up the moment its Dial returns: the server has
+// admitted the session before its welcome left, so the Directory and
+// Server.Peers list it already.
+func TestDirectoryListsSessionOnceDialReturns(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		auth := &tokenAuth{}
+		srv := NewServer(muxOpt(tr), WithAuthenticator(auth.authenticate))
+		addr := serve(t, srv)
+		for i := range 50 {
+			name := fmt.Sprint("a", i)
+			p := dial(t, addr, muxOpt(tr), agentCredentials(name, ""))
+			if n := len(srv.Directory().Lookup(name)); n != 1 {
+				t.Fatalf("Lookup(%s) = %d peers the moment its Dial returned", name, n)
+			}
+			if n := len(srv.Peers()); n != 1 {
+				t.Fatalf("Peers() = %d peers the moment %s's Dial returned, want it alone", n, name)
+			}
+			p.Close()
+			eventually(t, 5*time.Second, name+" to leave", func() bool { return len(srv.Peers()) == 0 })
 		}
 	})
 }

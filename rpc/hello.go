@@ -337,17 +337,18 @@ func (p *Peer) welcome(st *mux.Stream) {
 	var services []string
 	if err == nil {
 		services = p.serviceNames()
+		// Admitted before the welcome leaves, so that once the dialing
+		// side has it (its Dial returns), the Server lists the session in
+		// its Directory and its Peers. Calls this side makes meanwhile
+		// wait on the other side for the welcome, as the other side's do
+		// here.
+		p.greeting.Store(g)
+		p.admit()
 	}
 	s := helloStatus(ctx, err)
-	if _, werr := st.WriteLast(appendWelcome(nil, s, services)); werr != nil && err == nil {
-		err = werr
-	}
-	if err != nil {
+	if _, werr := st.WriteLast(appendWelcome(nil, s, services)); werr != nil || err != nil {
 		p.closeNow()
-		return
 	}
-	p.greeting.Store(g)
-	p.admit()
 }
 
 // readHello reads the HELLO on st, until ctx ends.
