@@ -17,12 +17,23 @@ import (
 // Anonymous peers (an empty Name) are not listed. Get a Server's with
 // Server.Directory.
 type Directory struct {
-	policy DuplicatePolicy
-	srv    *Server
+	policy    DuplicatePolicy
+	srv       *Server
+	unaryInt  UnaryClientInterceptor // the Server's client interceptors, run once per call by name or to a Fleet
+	streamInt StreamClientInterceptor
 
 	mu       sync.Mutex
-	byName   map[string][]*Peer // the live peers of each name, oldest first
+	byName   map[string][]listing // the live peers of each name, oldest first
+	joins    uint64               // counts joins: a listing's place in age
 	watchers map[*watcher]struct{}
+	fleets   map[string]*fleetSet // the member sets of the services Fleet was asked for
+	changed  chan struct{}        // closed by the next join or leave, for calls that wait for a peer; nil while none waits
+}
+
+// listing is one session listed under a name.
+type listing struct {
+	peer *Peer
+	seq  uint64 // the Directory's join count when it joined: lower is older
 }
 
 // A DuplicatePolicy says what a Directory does when a peer's session is
@@ -54,7 +65,15 @@ type DirectoryEvent struct {
 }
 
 func newDirectory(srv *Server, policy DuplicatePolicy) *Directory {
-	return &Directory{srv: srv, policy: policy, byName: map[string][]*Peer{}, watchers: map[*watcher]struct{}{}}
+	return &Directory{
+		srv:       srv,
+		policy:    policy,
+		unaryInt:  chainUnaryClient(srv.cfg.peer.unaryClient),
+		streamInt: chainStreamClient(srv.cfg.peer.streamClient),
+		byName:    map[string][]listing{},
+		watchers:  map[*watcher]struct{}{},
+		fleets:    map[string]*fleetSet{},
+	}
 }
 
 // Directory returns the Server's Directory of its peers.
@@ -65,27 +84,52 @@ func (s *Server) Directory() *Directory { return s.dir }
 func (d *Directory) Lookup(name string) []*Peer {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	peers := d.byName[name]
-	out := make([]*Peer, 0, len(peers))
-	for i := len(peers) - 1; i >= 0; i-- {
-		if !peers[i].goingAway() {
-			out = append(out, peers[i])
+	listed := d.byName[name]
+	out := make([]*Peer, 0, len(listed))
+	for i := len(listed) - 1; i >= 0; i-- {
+		if p := listed[i].peer; !p.goingAway() {
+			out = append(out, p)
 		}
 	}
 	return out
 }
 
-// newest returns the newest live peer listed under name, or nil.
-func (d *Directory) newest(name string) *Peer {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	peers := d.byName[name]
-	for i := len(peers) - 1; i >= 0; i-- {
-		if !peers[i].goingAway() {
-			return peers[i]
+// newestLocked returns the newest live peer listed under name, or nil.
+func (d *Directory) newestLocked(name string) *Peer {
+	listed := d.byName[name]
+	for i := len(listed) - 1; i >= 0; i-- {
+		if p := listed[i].peer; !p.goingAway() {
+			return p
 		}
 	}
 	return nil
+}
+
+// waitChange returns a channel closed by the next join or leave.
+func (d *Directory) waitChange() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.waitChangeLocked()
+}
+
+func (d *Directory) waitChangeLocked() <-chan struct{} {
+	if d.changed == nil {
+		d.changed = make(chan struct{})
+	}
+	return d.changed
+}
+
+// changedLocked records that the sessions listed under name have
+// changed: the one place that keeps the fleets' member sets in step with
+// the listings, and that wakes the calls waiting for a peer.
+func (d *Directory) changedLocked(name string) {
+	for _, set := range d.fleets {
+		set.refresh(name, d.byName[name])
+	}
+	if d.changed != nil {
+		close(d.changed)
+		d.changed = nil
+	}
 }
 
 // Names returns the names listed, sorted.
@@ -115,9 +159,9 @@ func (d *Directory) Watch(ctx context.Context) <-chan DirectoryEvent {
 	w := &watcher{wake: make(chan struct{}, 1)}
 	out := make(chan DirectoryEvent)
 	d.mu.Lock()
-	for name, peers := range d.byName {
-		for _, p := range peers {
-			w.queue = append(w.queue, DirectoryEvent{Name: name, Peer: p, Joined: true})
+	for name, listed := range d.byName {
+		for _, l := range listed {
+			w.queue = append(w.queue, DirectoryEvent{Name: name, Peer: l.peer, Joined: true})
 		}
 	}
 	d.watchers[w] = struct{}{}
@@ -176,21 +220,26 @@ func (d *Directory) join(p *Peer) {
 		return
 	}
 	d.mu.Lock()
-	var replaced []*Peer
+	var replaced []listing
 	if d.policy == ReplaceOldest {
 		replaced = d.byName[name]
 		delete(d.byName, name)
 		for _, old := range replaced {
-			d.notifyLocked(DirectoryEvent{Name: name, Peer: old})
+			d.notifyLocked(DirectoryEvent{Name: name, Peer: old.peer})
 		}
 	}
-	if !p.goingAway() { // else the session went away before it was admitted, and leave may have run
-		d.byName[name] = append(d.byName[name], p)
+	live := !p.goingAway() // else the session went away before it was admitted, and leave may have run
+	if live {
+		d.joins++
+		d.byName[name] = append(d.byName[name], listing{peer: p, seq: d.joins})
 		d.notifyLocked(DirectoryEvent{Name: name, Peer: p, Joined: true})
+	}
+	if live || len(replaced) > 0 {
+		d.changedLocked(name)
 	}
 	d.mu.Unlock()
 	for _, old := range replaced {
-		go old.shutdownWithin(d.srv.halt, []byte("replaced by a newer session"))
+		go old.peer.shutdownWithin(d.srv.halt, []byte("replaced by a newer session"))
 	}
 }
 
@@ -203,15 +252,16 @@ func (d *Directory) leave(p *Peer) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	peers := d.byName[name]
-	i := slices.Index(peers, p)
+	listed := d.byName[name]
+	i := slices.IndexFunc(listed, func(l listing) bool { return l.peer == p })
 	if i < 0 {
 		return
 	}
-	if peers = slices.Delete(peers, i, i+1); len(peers) == 0 {
+	if listed = slices.Delete(listed, i, i+1); len(listed) == 0 {
 		delete(d.byName, name)
 	} else {
-		d.byName[name] = peers
+		d.byName[name] = listed
 	}
 	d.notifyLocked(DirectoryEvent{Name: name, Peer: p})
+	d.changedLocked(name)
 }
