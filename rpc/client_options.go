@@ -88,8 +88,9 @@ func WithResolvers(b ...resolver.Builder) DialOption {
 // WaitForReady makes a call through a Client wait, until its context
 // ends, for a session to be ready, rather than fail at once with
 // Unavailable while the Client's connections fail (TransientFailure), as
-// gRPC's WaitForReady does. A call on a Peer, which has one session,
-// ignores it.
+// gRPC's WaitForReady does. A call through a Directory's NamedConn or
+// Fleet waits so for a peer to join, rather than fail at once while none
+// is connected. A call on a Peer, which has one session, ignores it.
 func WaitForReady(wait bool) CallOption { return waitForReady(wait) }
 
 // waitForReady is WaitForReady's option: a type of its own, so that a

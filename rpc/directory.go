@@ -15,7 +15,8 @@ import (
 // moment it goes away (a GoAway either way); an agent that reconnects is listed again under the
 // same name by its new session, with nothing to do on either side.
 // Anonymous peers (an empty Name) are not listed. Get a Server's with
-// Server.Directory.
+// Server.Directory. Conn calls the peer of a name, Fleet the peers that
+// serve a service.
 type Directory struct {
 	policy    DuplicatePolicy
 	srv       *Server

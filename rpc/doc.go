@@ -39,6 +39,16 @@
 // [Directory] lists its peers by the Identity's Name, so that "the agent
 // of customer 42" is a lookup, also after the agent has reconnected.
 //
+// [Directory.Conn] is a ClientConnInterface for the agent of one name,
+// whichever of its sessions is the newest live one when a call starts,
+// so that an agent that reconnects is reached the same way;
+// [Directory.Fleet] is one for every agent whose session hello announced
+// a service, each call going to one of them by a Balancer, or with
+// [StickyKey] to the agent its key belongs to; [FanOut] calls every agent
+// of a Fleet at once, each call with its own deadline. Like a Client's,
+// such calls move to another session when theirs went away before
+// processing them.
+//
 // Errors carry a gRPC status: status.Code(err) is the call's code, and a
 // cancelled or expired context gives Canceled or DeadlineExceeded. A call
 // the other side never processed (refused over its concurrency limit, or

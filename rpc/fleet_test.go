@@ -288,7 +288,8 @@ func stickyOwners(t testing.TB, ctx context.Context, fleet *Fleet, keys []string
 // TestFleetStickyKey calls ten agents with 300 keys under each balancer:
 // each key goes to one member, every time, and the keys spread over all
 // of them. When a member leaves, its keys move to the others, and no
-// other key moves; when it comes back, it takes back exactly its keys.
+// other key moves; when it comes back, it takes back exactly its keys;
+// a new member takes over some keys, and no other key moves.
 // Streaming calls with a key go where unary ones do.
 func TestFleetStickyKey(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
@@ -340,9 +341,22 @@ func TestFleetStickyKey(t *testing.T) {
 		}
 
 		dialAgent(t, srv, addr, tr, leaving, leaving)
-		eventually(t, 5*time.Second, leaving+" to join again", func() bool { return fleet.Len() == 10 })
 		if back := stickyOwners(t, ctx, fleet, keys); !maps.Equal(back, owners) {
 			t.Errorf("once %s came back, the keys are not where they were before it left", leaving)
+		}
+
+		dialAgent(t, srv, addr, tr, "newcomer", "newcomer")
+		taken := 0
+		for k, who := range stickyOwners(t, ctx, fleet, keys) {
+			switch {
+			case who == "newcomer":
+				taken++
+			case who != owners[k]:
+				t.Errorf("key %s moved from %s to %s when newcomer joined", k, owners[k], who)
+			}
+		}
+		if taken == 0 || taken > 60 {
+			t.Errorf("newcomer, joining 10 members, took %d of 300 keys; want about 27", taken)
 		}
 	})
 }
@@ -472,4 +486,22 @@ func (c routeConn) Invoke(ctx context.Context, method string, req, reply any, op
 
 func (c routeConn) NewStream(ctx context.Context, desc *StreamDesc, method string, opts ...CallOption) (ClientStream, error) {
 	return newStreamOn(ctx, c.r, desc, method, opts)
+}
+
+// TestFleetChoosesWithoutAllocating chooses members of a fleet of 20 by
+// each balancer and by key: no choice allocates.
+func TestFleetChoosesWithoutAllocating(t *testing.T) {
+	srv, addr := agentServer(t, mux.Native)
+	for i := range 20 {
+		dialAgent(t, srv, addr, mux.Native, agentName(i), agentName(i))
+	}
+	byKey := []CallOption{StickyKey("k")}
+	for _, b := range []Balancer{PickFirst, RoundRobin, LeastOutstanding} {
+		f := srv.Directory().Fleet("test.Echo", b)
+		for _, opts := range [][]CallOption{nil, byKey} {
+			if n := testing.AllocsPerRun(1000, func() { f.choose(opts) }); n != 0 {
+				t.Errorf("%v with options %v: %v allocations per choice", b, opts, n)
+			}
+		}
+	}
 }

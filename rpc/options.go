@@ -164,7 +164,8 @@ func WithTLS(cfg *tls.Config) DialOption {
 }
 
 // CallOption configures one call. This package's options are Header,
-// Trailer, MaxCallRecvMsgSize, MaxCallSendMsgSize and CallPriority. Any other value, a
+// Trailer, MaxCallRecvMsgSize, MaxCallSendMsgSize, CallPriority,
+// WaitForReady and StickyKey. Any other value, a
 // grpc.CallOption say, does nothing to the call itself and reaches client
 // interceptors unchanged.
 type CallOption any
