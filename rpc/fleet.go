@@ -165,7 +165,9 @@ func (f *Fleet) choose(opts []CallOption) *Peer {
 // that reconnects before its old session leaves (KeepAll) stays a member
 // throughout, and keeps its keys. A call with the key that finds its
 // member's session gone away goes to the member that owns the key
-// without it. On a NamedConn, a Peer or a Client the option does
+// without it. Finding the owner weighs every member: 2 to 3 µs a call
+// for 1,000 members (BenchmarkServerToAgents), against 20 ns for
+// RoundRobin. On a NamedConn, a Peer or a Client the option does
 // nothing.
 func StickyKey(key string) CallOption { return stickyKey(key) }
 
