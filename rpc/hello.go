@@ -346,10 +346,40 @@ func (p *Peer) welcome(st *mux.Stream) {
 		p.admit()
 	}
 	s := helloStatus(ctx, err)
-	if _, werr := st.WriteLast(appendWelcome(nil, s, services)); werr != nil || err != nil {
+	_, werr := st.WriteLast(appendWelcome(nil, s, services))
+	switch {
+	case err != nil:
+		st.Close()
+		p.refuse()
+	case werr != nil:
 		p.closeNow()
 	}
 }
+
+// refuse ends a session whose hello was refused, once the WELCOME saying
+// so has been queued. It sends a GoAway, and then waits, for up to
+// refusalLinger, for the dialing side to close the session itself, as it
+// does once it has read the refusal: closing a connection with input
+// unread (a window update the peer sent meanwhile, say) makes the kernel
+// reset it, and a reset discards what the peer has not read yet, the
+// WELCOME among it. Only then, or at once if the peer does not close, does
+// it close the session.
+func (p *Peer) refuse() {
+	p.sess.GoAway(mux.GoAwayNormal, []byte("session refused"))
+	ctx, cancel := context.WithTimeout(context.Background(), refusalLinger)
+	defer cancel()
+	if p.sess.Flush(ctx) == nil {
+		select {
+		case <-p.sess.Done():
+		case <-ctx.Done():
+		}
+	}
+	p.closeNow()
+}
+
+// refusalLinger bounds how long refuse waits for the refused side to
+// close.
+const refusalLinger = time.Second
 
 // readHello reads the HELLO on st, until ctx ends.
 func readHello(ctx context.Context, st *mux.Stream, maxHeader int) (hello, error) {

@@ -136,7 +136,7 @@ func (x *StatusResponse) GetCommandsRun() int64 {
 type RunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The command to run: one of the few the agent knows ("uptime",
-	// "hostname", "echo <words>").
+	// "hostname", "whoami", "echo <words>").
 	Command       string `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

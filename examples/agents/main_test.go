@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestDemo runs the demo as `go run ./examples/agents` does and checks
+// every line it prints.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := runBoth(ctx, &out, 5, "test secret"); err != nil {
+		t.Fatal(err)
+	}
+	want := `impostor refused: Unauthenticated
+the hub has 5 agents: agent-1, agent-2, agent-3, agent-4, agent-5
+agent-1 ran echo: hello from the hub
+customer-42's 3 jobs ran on agent-4
+agent-1: status agent-1, 1 commands run
+agent-2: status agent-2, 0 commands run
+agent-3: status agent-3, 0 commands run
+agent-4: status agent-4, 3 commands run
+agent-5: status agent-5, 0 commands run
+`
+	if got := out.String(); got != want {
+		t.Errorf("the demo printed:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestHubAndAgentProcesses runs the hub and two agents as -hub and -agent
+// do, in one process: the agents connect, the hub lists them and calls
+// them, and everything stops with the context.
+func TestHubAndAgentProcesses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hubCtx, stopHub := context.WithCancel(ctx)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	var out syncBuffer
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- runHub(hubCtx, &out, lis, "s", 100*time.Millisecond) }()
+	agentCtx, stopAgents := context.WithCancel(ctx)
+	agentsDone := make(chan error, 2)
+	for _, name := range []string{"build-1", "build-2"} {
+		go func() { agentsDone <- runAgent(agentCtx, addr, name, "s") }()
+	}
+	for !bytes.Contains(out.Bytes(), []byte("build-1: status build-1")) || !bytes.Contains(out.Bytes(), []byte("build-2: status build-2")) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the hub never called both agents; it printed:\n%s", out.Bytes())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stopAgents()
+	for range 2 {
+		if err := <-agentsDone; err != nil {
+			t.Errorf("an agent: %v", err)
+		}
+	}
+	stopHub()
+	if err := <-hubDone; err != nil {
+		t.Errorf("the hub: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that the hub writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Bytes returns a copy of what was written so far.
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
