@@ -16,9 +16,10 @@ import (
 	"github.com/muxrpc/muxrpc/mux"
 )
 
-// What an idle session costs the server: a session that made one call and
-// then nothing, as an agent that keeps its connection for calls that come
-// rarely. The clients run in a child process (this test binary again), so
+// What an idle session costs the server: an agent's session, admitted
+// under its own identity and listed in the Directory, that made one call,
+// took one from the server, and then nothing, as an agent that keeps its
+// connection for calls that come rarely. The clients run in a child process (this test binary again), so
 // that what the parent's runtime reports is the server's alone.
 
 // idleCostEnv, set in the child, holds the server's address, the number of
@@ -79,7 +80,8 @@ func TestIdleSessionCost(t *testing.T) {
 		sessions = 500
 	}
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
-		srv := NewServer(muxOpt(tr))
+		auth := &tokenAuth{}
+		srv := NewServer(muxOpt(tr), WithAuthenticator(auth.authenticate))
 		srv.RegisterService(&echoDesc, defaultEcho)
 		addr := serve(t, srv)
 		base := idleFigures()
@@ -115,7 +117,12 @@ func TestIdleSessionCost(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the child: %v", err)
 		}
-		eventually(t, 10*time.Second, "every session served", func() bool { return len(srv.Peers()) == sessions })
+		eventually(t, 10*time.Second, "every agent listed", func() bool { return srv.Directory().Len() == sessions })
+		// The server calls each agent once, by name, as a hub would.
+		ctx := testCtx(t, 30*time.Second)
+		for i := range sessions {
+			checkEcho(t, ctx, srv.Directory().Conn(fmt.Sprint("agent-", i)), "agent")
+		}
 		// A handler's goroutine may still be on its way out after its
 		// answer left, and the goroutines mux keeps for a moment after a
 		// call (its spare readers) leave a moment later: wait until the
@@ -172,8 +179,9 @@ func idleCostChild(t *testing.T, env string) {
 			p.Close()
 		}
 	}()
-	for range sessions {
-		p, err := Dial(ctx, addr, muxOpt(mux.Transport(tr)))
+	callbacks := agentServices("agent")
+	for i := range sessions {
+		p, err := Dial(ctx, addr, muxOpt(mux.Transport(tr)), agentCredentials(fmt.Sprint("agent-", i), ""), WithServices(callbacks))
 		if err != nil {
 			t.Fatal(err)
 		}
