@@ -1,0 +1,85 @@
+package etcddirectory_test
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// startEtcd runs an embedded etcd on loopback ports, its data in a
+// temporary directory, until the test ends, and returns its client URL.
+func startEtcd(t testing.TB) string {
+	t.Helper()
+	e, endpoint, err := embeddedEtcd(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return endpoint
+}
+
+// embeddedEtcd starts an etcd with its data in dir, on loopback ports
+// free a moment ago, and waits until it is ready.
+func embeddedEtcd(dir string) (*embed.Etcd, string, error) {
+	cfg := embed.NewConfig()
+	cfg.Dir = dir
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop()) // its errors at Close are expected
+	clientURL, err := freeURL()
+	if err != nil {
+		return nil, "", err
+	}
+	peerURL, err := freeURL()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, "", errNotReady
+	}
+	return e, clientURL.String(), nil
+}
+
+// errNotReady is embeddedEtcd's error when etcd takes too long to start.
+var errNotReady = errors.New("etcd did not start within 30 s")
+
+// freeURL returns an http URL on a loopback port free a moment ago.
+func freeURL() (url.URL, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return url.URL{}, err
+	}
+	defer ln.Close()
+	return url.URL{Scheme: "http", Host: ln.Addr().String()}, nil
+}
+
+// newEtcdClient returns a client of the etcd at endpoint, closed when the
+// test ends if nothing closed it before.
+func newEtcdClient(t testing.TB, endpoint string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
