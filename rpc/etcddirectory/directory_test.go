@@ -322,6 +322,79 @@ func TestLeaseLost(t *testing.T) {
 	}
 }
 
+// TestEtcdRestart: while etcd is down, the Directory's changes wait,
+// retried with backoff and reported to OnError. Down for longer than the
+// TTL, the lease is lost to Publish: once etcd is back, with its data,
+// Publish publishes the Directory under a new lease, and the key of an
+// agent that left meanwhile, whose delete failed, goes with the old one.
+func TestEtcdRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	clientURL, err := freeURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerURL, err := freeURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := embeddedEtcdAt(dir, clientURL, peerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() }) // after the hub's: its Publish revokes its lease
+	cli := newEtcdClient(t, clientURL.String())
+	var mu sync.Mutex
+	var failures []error
+	h := startHub(t, clientURL.String(), "s0", etcddirectory.Options{TTL: ttl, OnError: func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		failures = append(failures, err)
+	}})
+	dialAgent(t, ctx, "stays", h.addr)
+	leaves := dialAgent(t, ctx, "leaves", h.addr)
+	within(t, 2*time.Second, "both published", func() bool {
+		return len(locatedAt(t, ctx, cli, "stays")) == 1 && len(locatedAt(t, ctx, cli, "leaves")) == 1
+	})
+	leaseOf := func(name string) clientv3.LeaseID {
+		resp, err := cli.Get(ctx, etcddirectory.DefaultPrefix+"/"+name+"/s0")
+		if err != nil || len(resp.Kvs) == 0 {
+			t.Fatalf("%s's key: %v", name, err)
+		}
+		return clientv3.LeaseID(resp.Kvs[0].Lease)
+	}
+	old := leaseOf("stays")
+
+	start := time.Now()
+	e.Close()
+	t.Logf("etcd closed in %v", time.Since(start))
+	leaves.Close()
+	dialAgent(t, ctx, "joins", h.addr)
+	time.Sleep(2 * ttl) // the changes fail, and the lease runs out on the client's side
+	start = time.Now()
+	if e, err = embeddedEtcdAt(dir, clientURL, peerURL); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("etcd started again in %v", time.Since(start))
+	back := time.Now()
+	within(t, 10*time.Second, "the changes made while etcd was down published", func() bool {
+		return slices.Equal(locatedAt(t, ctx, cli, "stays"), []string{"s0"}) &&
+			slices.Equal(locatedAt(t, ctx, cli, "joins"), []string{"s0"}) &&
+			len(locatedAt(t, ctx, cli, "leaves")) == 0
+	})
+	published := time.Since(back)
+	if leaseOf("stays") == old {
+		t.Fatal("the Directory was published again under the lost lease")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("published %v after etcd came back; OnError was told %v", published, failures)
+	if !slices.ContainsFunc(failures, func(err error) bool { return errors.Is(err, etcddirectory.ErrLeaseLost) }) {
+		t.Error("OnError was not told of the lost lease")
+	}
+}
+
 // TestBatching: many joins at once share transactions, both when Publish
 // starts on a full Directory and when agents arrive together; etcd's
 // revision, which each transaction raises by one, counts them.

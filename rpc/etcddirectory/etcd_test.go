@@ -11,6 +11,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 func TestMain(m *testing.M) {
@@ -32,9 +34,6 @@ func startEtcd(t testing.TB) string {
 // embeddedEtcd starts an etcd with its data in dir, on loopback ports
 // free a moment ago, and waits until it is ready.
 func embeddedEtcd(dir string) (*embed.Etcd, string, error) {
-	cfg := embed.NewConfig()
-	cfg.Dir = dir
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop()) // its errors at Close are expected
 	clientURL, err := freeURL()
 	if err != nil {
 		return nil, "", err
@@ -43,20 +42,30 @@ func embeddedEtcd(dir string) (*embed.Etcd, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	e, err := embeddedEtcdAt(dir, clientURL, peerURL)
+	return e, clientURL.String(), err
+}
+
+// embeddedEtcdAt starts an etcd with its data in dir, on the URLs given,
+// and waits until it is ready.
+func embeddedEtcdAt(dir string, clientURL, peerURL url.URL) (*embed.Etcd, error) {
+	cfg := embed.NewConfig()
+	cfg.Dir = dir
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop()) // its errors at Close are expected
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	select {
 	case <-e.Server.ReadyNotify():
 	case <-time.After(30 * time.Second):
 		e.Close()
-		return nil, "", errNotReady
+		return nil, errNotReady
 	}
-	return e, clientURL.String(), nil
+	return e, nil
 }
 
 // errNotReady is embeddedEtcd's error when etcd takes too long to start.
@@ -73,10 +82,20 @@ func freeURL() (url.URL, error) {
 }
 
 // newEtcdClient returns a client of the etcd at endpoint, closed when the
-// test ends if nothing closed it before.
+// test ends if nothing closed it before. It reconnects within a second
+// of etcd's coming back, where gRPC's default backoff may wait minutes.
 func newEtcdClient(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	reconnect := grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: 2 * time.Second,
+	})
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{endpoint},
+		DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{reconnect},
+		Logger:      zap.NewNop(),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,30 +111,26 @@ type publisher struct {
 
 // run publishes under one lease after another, until ctx ends.
 func (p *publisher) run(ctx context.Context) error {
-	prev := clientv3.NoLease // the lease of the term before, which may live on
 	failures := 0
 	for {
 		lease, err := p.grant(ctx)
 		if err == nil {
 			var kept bool
-			kept, err = p.serve(ctx, lease, &prev)
+			kept, err = p.serve(ctx, lease)
 			if kept {
 				failures = 0 // the lease lived: the next is asked for after the shortest backoff
 			}
 		}
 		if ctx.Err() != nil {
-			return p.revoke(ctx, lease, prev)
+			return p.revoke(ctx, lease)
 		}
 		if p.cli.Ctx().Err() != nil {
 			return fmt.Errorf("etcddirectory: the etcd client was closed: %w", err)
 		}
-		if lease != clientv3.NoLease {
-			prev = lease
-		}
 		p.fail(err)
 		failures++
 		if !sleep(ctx, backoff(failures)) {
-			return p.revoke(ctx, prev)
+			return nil
 		}
 	}
 }
@@ -152,12 +148,13 @@ func (p *publisher) grant(ctx context.Context) (clientv3.LeaseID, error) {
 
 // serve keeps lease alive and publishes the Directory under it, until ctx
 // ends (it returns nil) or the lease is lost or cannot be kept. kept
-// reports whether etcd renewed the lease at least once. *prev is the
-// lease of the term before, whose keys this one takes over: serve
-// revokes it once every name listed when it began has been published
-// again, so that the keys of names that left meanwhile vanish, and sets
-// it to NoLease.
-func (p *publisher) serve(ctx context.Context, lease clientv3.LeaseID, prev *clientv3.LeaseID) (kept bool, err error) {
+// reports whether etcd renewed the lease at least once.
+//
+// A lost lease's keys have gone with it, or go when it expires: Publish
+// knows it lost its lease when etcd has not renewed it for a TTL, or
+// says it is gone. So a new term starts from nothing and publishes the
+// whole Directory, whose Watch begins with every name listed.
+func (p *publisher) serve(ctx context.Context, lease clientv3.LeaseID) (kept bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	alive, err := p.cli.KeepAlive(ctx, lease)
@@ -165,24 +162,7 @@ func (p *publisher) serve(ctx context.Context, lease clientv3.LeaseID, prev *cli
 		return false, fmt.Errorf("etcddirectory: keep lease %x alive: %w", lease, err)
 	}
 	events := p.dir.Watch(ctx)
-	// Every name listed now has a join among the watch's first events,
-	// or a later one: once each has been published, the previous lease
-	// holds only names that left.
-	var moving map[string]bool
-	if *prev != clientv3.NoLease {
-		moving = map[string]bool{}
-		for _, name := range p.dir.Names() {
-			moving[name] = true
-		}
-	}
-	tm := term{sessions: map[string]int{}, published: map[string]bool{}, dirty: map[string]bool{}, moving: moving}
-	takeOver := func() {
-		if *prev != clientv3.NoLease && len(tm.moving) == 0 {
-			p.revokeOld(ctx, *prev)
-			*prev = clientv3.NoLease
-		}
-	}
-	takeOver() // nothing to move: the Directory is empty
+	tm := term{sessions: map[string]int{}, published: map[string]bool{}, dirty: map[string]bool{}}
 	gather := time.NewTimer(linger)
 	gather.Stop()
 	var retry <-chan time.Time // while set, a failed commit waits for it
@@ -225,7 +205,6 @@ func (p *publisher) serve(ctx context.Context, lease clientv3.LeaseID, prev *cli
 			continue
 		}
 		failures = 0
-		takeOver()
 	}
 }
 
@@ -281,7 +260,6 @@ func (p *publisher) commit(ctx context.Context, lease clientv3.LeaseID, tm *term
 				delete(tm.sessions, name)
 			}
 			delete(tm.dirty, name)
-			delete(tm.moving, name)
 		}
 	}
 	return nil
@@ -292,33 +270,19 @@ func (p *publisher) commit(ctx context.Context, lease clientv3.LeaseID, tm *term
 // a request stuck on a dead connection lets Publish notice that.
 func (p *publisher) opTimeout() time.Duration { return time.Duration(p.ttl) * time.Second }
 
-// revokeOld revokes the lease of a term before, best effort: it has most
-// likely expired already, and the keys of names that left meanwhile
-// expire with it if it has not.
-func (p *publisher) revokeOld(ctx context.Context, lease clientv3.LeaseID) {
-	ctx, cancel := context.WithTimeout(ctx, p.opTimeout())
-	defer cancel()
-	if _, err := p.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) && ctx.Err() == nil {
-		p.fail(fmt.Errorf("etcddirectory: revoke the previous lease %x: %w", lease, err))
-	}
-}
-
-// revoke revokes the leases that are not NoLease, once ctx has ended, so
-// that their keys vanish at once; it gives up after the TTL, when they
+// revoke revokes lease, unless it is NoLease, once ctx has ended, so
+// that its keys vanish at once; it gives up after the TTL, when they
 // would have expired anyway.
-func (p *publisher) revoke(ctx context.Context, leases ...clientv3.LeaseID) error {
+func (p *publisher) revoke(ctx context.Context, lease clientv3.LeaseID) error {
+	if lease == clientv3.NoLease {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opTimeout())
 	defer cancel()
-	var errs []error
-	for _, lease := range leases {
-		if lease == clientv3.NoLease {
-			continue
-		}
-		if _, err := p.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			errs = append(errs, fmt.Errorf("etcddirectory: revoke lease %x: %w", lease, err))
-		}
+	if _, err := p.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("etcddirectory: revoke lease %x: %w", lease, err)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // fail reports err to OnError.
@@ -334,7 +298,6 @@ type term struct {
 	sessions  map[string]int  // the sessions listed under each name
 	published map[string]bool // the names whose key is in etcd under this term's lease
 	dirty     map[string]bool // the names whose key may not match sessions
-	moving    map[string]bool // names listed when the term began, not yet published again
 }
 
 // add counts e.
