@@ -20,9 +20,10 @@
 //
 // A name held by several servers (during a move, or while an agent's old
 // session lingers) has a key for each; [Locate] returns them newest
-// first. The key says where the name is now: a caller that forwards
-// there may still find it gone, and should treat that as it would any
-// other vanished peer.
+// first, with one read of etcd, and a [Locator] answers the same from a
+// copy that an etcd watch keeps current, with none. The key says where
+// the name is now: a caller that forwards there may still find it gone,
+// and should treat that as it would any other vanished peer.
 //
 // The package is a module of its own, so that users of muxrpc who do
 // not use etcd do not inherit its client.
