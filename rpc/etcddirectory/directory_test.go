@@ -217,6 +217,7 @@ func TestDuplicateSessions(t *testing.T) {
 	second := dialAgent(t, ctx, "dup", h.addr)
 	within(t, 2*time.Second, "dup located", func() bool { return slices.Equal(locatedAt(t, ctx, cli, "dup"), []string{"s0"}) })
 	first.Close()
+	within(t, 2*time.Second, "the server sees the first session go", func() bool { return len(h.srv.Directory().Lookup("dup")) == 1 })
 	// Events are published in order: once a later join shows, the
 	// first session's leave has been published too.
 	dialAgent(t, ctx, "marker", h.addr)
@@ -300,6 +301,7 @@ func TestLeaseLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	agents[n-1].Close() // leaves while the lease is gone
+	within(t, time.Second, "the server sees it leave", func() bool { return len(h.srv.Directory().Lookup(agentName(n-1))) == 0 })
 	took := within(t, 5*time.Second, "the Directory published again", func() bool {
 		for i := range n - 1 {
 			if l := leaseOf(agentName(i)); l == clientv3.NoLease || l == old {

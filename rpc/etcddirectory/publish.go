@@ -174,7 +174,7 @@ func (p *publisher) serve(ctx context.Context, lease clientv3.LeaseID) (kept boo
 				return kept, nil // ctx ended
 			}
 			tm.add(e)
-			p.gather(events, &tm, gather)
+			tm.gather(events, gather)
 		case _, ok := <-alive:
 			if !ok {
 				if ctx.Err() != nil {
@@ -209,8 +209,8 @@ func (p *publisher) serve(ctx context.Context, lease clientv3.LeaseID) (kept boo
 }
 
 // gather adds to tm the events that follow within linger of each other,
-// until tm has a transaction's worth of changes.
-func (p *publisher) gather(events <-chan rpc.DirectoryEvent, tm *term, t *time.Timer) {
+// until tm has a transaction's worth of changes; t is its timer.
+func (tm *term) gather(events <-chan rpc.DirectoryEvent, t *time.Timer) {
 	for len(tm.dirty) < maxTxnOps {
 		t.Reset(linger)
 		select {
@@ -226,7 +226,7 @@ func (p *publisher) gather(events <-chan rpc.DirectoryEvent, tm *term, t *time.T
 	}
 }
 
-// commit writes b's changes, in transactions of up to maxTxnOps
+// commit writes tm's changes, in transactions of up to maxTxnOps
 // operations, and forgets each transaction's once it has committed.
 func (p *publisher) commit(ctx context.Context, lease clientv3.LeaseID, tm *term) error {
 	for len(tm.dirty) > 0 {
