@@ -451,6 +451,15 @@ func TestWriteThatTimedOutNeverSendsItsBufferLater(t *testing.T) {
 			// buffers of smux's writes too (see smuxWriteBacklog).
 			go a.Write(make([]byte, 2*smuxWriteBacklog))
 			waitFor(t, "a write to stall", func() bool { return conn.waiting.Load() > 0 })
+			if tr == Smux {
+				// Not only stalled: full, or b's bytes would still fit.
+				waitFor(t, "smux's backlog to fill", func() bool {
+					f := c.smux.conn.fl.Load()
+					f.mu.Lock()
+					defer f.mu.Unlock()
+					return len(f.buf) >= smuxWriteBacklog
+				})
+			}
 			buf := bytes.Repeat([]byte("good"), 256)
 			b.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 			if _, err := b.Write(buf); err == nil && tr == Smux {
