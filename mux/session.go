@@ -263,7 +263,8 @@ func (s *Session) openErrLocked() error {
 
 // Draining is closed once this side can open no more streams on the
 // session: the peer sent a GoAway, this side began to close it (Close,
-// or its stream ids ran out), or the session ended. Streams already open
+// or its stream ids ran out), a write to the connection failed (the
+// session reads what the peer sent before it ends), or the session ended. Streams already open
 // go on until they end. A client watches it to send new calls over
 // another session while this one finishes its last.
 func (s *Session) Draining() <-chan struct{} { return s.draining }

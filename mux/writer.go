@@ -554,6 +554,7 @@ func (s *Session) writeFailed(err error) {
 		return
 	}
 	s.writeFail = time.AfterFunc(readAfterWriteFailure, func() { s.fail(err) })
+	s.stopOpensLocked() // a stream opened now could never be sent: say so before the end
 }
 
 // readAfterWriteFailure bounds how long a session whose write failed
