@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -89,9 +88,9 @@ type route interface {
 }
 
 // invokeOn makes a unary call through r: to the peer r chooses, and
-// again to the next one while resend allows.
+// again to the next one while resend allows, up to maxMoves times.
 func invokeOn(ctx context.Context, r route, method string, req, reply any, opts []CallOption) error {
-	var again resend
+	again := resend{limit: maxMoves}
 	for {
 		p, err := pickOn(ctx, r, opts)
 		if err != nil {
@@ -107,7 +106,7 @@ func invokeOn(ctx context.Context, r route, method string, req, reply any, opts 
 // newStreamOn begins a streaming call through r, as invokeOn makes a
 // unary one.
 func newStreamOn(ctx context.Context, r route, desc *StreamDesc, method string, opts []CallOption) (ClientStream, error) {
-	var again resend
+	again := resend{limit: maxMoves}
 	for {
 		p, err := pickOn(ctx, r, opts)
 		if err != nil {
@@ -142,10 +141,7 @@ func pickOn(ctx context.Context, r route, opts []CallOption) (*Peer, error) {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			code := codes.Canceled
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				code = codes.DeadlineExceeded
-			}
+			code := status.FromContextError(ctx.Err()).Code()
 			return nil, status.Errorf(code, "rpc: %v while waiting for a %s", ctx.Err(), r.describe())
 		}
 	}
@@ -155,31 +151,3 @@ func pickOn(ctx context.Context, r route, opts []CallOption) (*Peer, error) {
 // went away under it before processing it: enough for an agent that
 // reconnected, or a fleet member's successor, never a loop.
 const maxMoves = 4
-
-// resend is what a call through a Directory has spent of its second
-// chances, by the rule of Client.sendAgain.
-type resend struct {
-	moves   int  // sessions that went away under the call
-	refused bool // a live session refused it once
-}
-
-// allows says whether a call that failed with err on p is sent again,
-// to whichever peer the route chooses then: only when p never processed
-// it. A session that went away is skipped by the next choice (it is no
-// longer live), up to maxMoves of them; a session that lives but refused
-// the call (over its limit, asked twice by Peer.invoke already) gets one
-// more try.
-func (r *resend) allows(ctx context.Context, p *Peer, err error) bool {
-	if err == nil || !IsRetrySafe(err) || ctx.Err() != nil {
-		return false
-	}
-	if p.goingAway() {
-		r.moves++
-		return r.moves <= maxMoves
-	}
-	if r.refused {
-		return false
-	}
-	r.refused = true
-	return true
-}

@@ -121,14 +121,14 @@ func (c *Client) Invoke(ctx context.Context, method string, req, reply any, opts
 
 func (c *Client) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
 	wait := waitsForReady(opts)
-	refused := false
+	var again resend // no bound on moves: sessions go away only so often
 	for {
 		p, err := c.pick(ctx, wait)
 		if err != nil {
 			return err
 		}
 		err = p.invoke(ctx, method, req, reply, p, opts...)
-		if !c.sendAgain(ctx, p, err, &refused) {
+		if !c.sendAgain(ctx, p, err, &again) {
 			return err
 		}
 	}
@@ -146,37 +146,58 @@ func (c *Client) NewStream(ctx context.Context, desc *StreamDesc, method string,
 
 func (c *Client) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInterface, method string, opts ...CallOption) (ClientStream, error) {
 	wait := waitsForReady(opts)
-	refused := false
+	var again resend
 	for {
 		p, err := c.pick(ctx, wait)
 		if err != nil {
 			return nil, err
 		}
 		cs, err := p.newStream(ctx, desc, p, method, opts...)
-		if !c.sendAgain(ctx, p, err, &refused) {
+		if !c.sendAgain(ctx, p, err, &again) {
 			return cs, err
 		}
 	}
 }
 
 // sendAgain says whether a call that failed with err on p goes to another
-// session: only when the server never processed it. A call refused by a
-// session that is going away moves on for as long as sessions go away
-// under it, each taking one from the set; a call refused by a session
-// that lives (its server was over its limit, and Peer.invoke has asked
-// it twice) gets one more try, which the balancer may send elsewhere.
-func (c *Client) sendAgain(ctx context.Context, p *Peer, err error, refused *bool) bool {
-	if err == nil || !IsRetrySafe(err) || ctx.Err() != nil {
+// session, by again's rule, and takes a session that went away out of
+// the ready set at once, so that the next pick skips it.
+func (c *Client) sendAgain(ctx context.Context, p *Peer, err error, again *resend) bool {
+	if !again.allows(ctx, p, err) {
 		return false
 	}
 	if p.goingAway() {
 		c.dropReady(p)
-		return true
 	}
-	if *refused {
+	return true
+}
+
+// resend is the rule by which a call that failed goes to another session,
+// and what the call has spent of it: only when the server never processed
+// the call (IsRetrySafe). A call refused by a session that is going away
+// moves on, up to limit times (0: for as long as sessions go away under
+// it); a call refused by a session that lives (its server was over its
+// limit, and Peer.invoke has asked it twice) gets one more try, which the
+// balancer may send elsewhere.
+type resend struct {
+	limit   int  // the most moves; 0: no bound
+	moves   int  // sessions that went away under the call
+	refused bool // a live session refused it once
+}
+
+// allows says whether a call that failed with err on p is sent again.
+func (r *resend) allows(ctx context.Context, p *Peer, err error) bool {
+	if err == nil || !IsRetrySafe(err) || ctx.Err() != nil {
 		return false
 	}
-	*refused = true
+	if p.goingAway() {
+		r.moves++
+		return r.limit == 0 || r.moves <= r.limit
+	}
+	if r.refused {
+		return false
+	}
+	r.refused = true
 	return true
 }
 

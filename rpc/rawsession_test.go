@@ -3,7 +3,6 @@ package rpc
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -371,6 +370,3 @@ func smuxOpen(b []byte, sid uint32, typ byte, wire []byte, fin bool) []byte {
 
 // smuxHelloSID is the stream of the attacker's session hello.
 const smuxHelloSID = 5
-
-// errEnded tells a flood that the server ended the attacker's connection.
-var errEnded = errors.New("the server ended the connection")
