@@ -204,14 +204,12 @@ const (
 func (p *Peer) greet(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.handshakeTimeout())
 	defer cancel()
-	err := p.exchangeHello(ctx)
-	if err != nil {
-		p.refused.Store(&err)
-		close(p.greeted)
-		p.kill()
-		return err
-	}
+	p.helloErr = p.exchangeHello(ctx)
 	close(p.greeted)
+	if p.helloErr != nil {
+		p.kill()
+		return p.helloErr
+	}
 	p.admit()
 	return nil
 }
@@ -233,16 +231,11 @@ func (p *Peer) startHello() {
 // comes soon once the session has ended, so that the call fails with the
 // refusal the server sent before ending the session.
 func (p *Peer) refusal() error {
-	if !p.sess.IsClient() {
-		return nil
+	if !p.sess.IsClient() || p.sess.Err() == nil {
+		return nil // a failed hello ends the session
 	}
-	if p.sess.Err() != nil {
-		<-p.greeted
-	}
-	if r := p.refused.Load(); r != nil {
-		return *r
-	}
-	return nil
+	<-p.greeted
+	return p.helloErr
 }
 
 // exchangeHello sends the HELLO and reads the WELCOME.

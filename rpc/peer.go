@@ -33,8 +33,8 @@ type Peer struct {
 	cancel    context.CancelFunc
 
 	greeting atomic.Pointer[greeting] // set once the session hello has admitted the session
-	refused  atomic.Pointer[error]    // the dialing side's: why the hello failed; calls fail with it
-	greeted  chan struct{}            // the dialing side's: closed once the hello is over, refused set if it failed
+	greeted  chan struct{}            // the dialing side's: closed once the hello is over
+	helloErr error                    // the dialing side's: why the hello failed, set before greeted closes; calls fail with it
 	admitted func(*Peer)              // a Server's: runs once the hello has admitted the session
 
 	closing  atomic.Bool  // this side is ending the session: calls fail with ErrConnClosing
