@@ -3,6 +3,7 @@ package interceptors
 import (
 	"context"
 
+	"github.com/muxrpc/muxrpc/internal/grpcshape"
 	"github.com/muxrpc/muxrpc/rpc"
 	"google.golang.org/grpc"
 )
@@ -43,11 +44,11 @@ func StreamClient(is ...grpc.StreamClientInterceptor) rpc.Option {
 			return streamer(ctx, desc, cc, method, opts...)
 		}
 		gopts, own := splitCallOptions(opts)
-		gdesc := grpcStreamDesc(desc)
+		gdesc := grpcshape.GRPCStreamDesc(desc)
 		cs, err := chain(ctx, gdesc, nil, method, func(ctx context.Context, gd *grpc.StreamDesc, _ *grpc.ClientConn, method string, gopts ...grpc.CallOption) (grpc.ClientStream, error) {
 			d := desc
 			if gd != gdesc || gd.StreamName != desc.StreamName || gd.ServerStreams != desc.ServerStreams || gd.ClientStreams != desc.ClientStreams {
-				d = rpcStreamDesc(gd)
+				d = grpcshape.RPCStreamDesc(gd)
 			}
 			cs, err := streamer(ctx, d, cc, method, callOptions(own, gopts)...)
 			if err != nil {
@@ -60,30 +61,6 @@ func StreamClient(is ...grpc.StreamClientInterceptor) rpc.Option {
 		}
 		return cs, nil
 	})
-}
-
-// grpcStreamDesc describes a streaming method with grpc's type.
-func grpcStreamDesc(d *rpc.StreamDesc) *grpc.StreamDesc {
-	if d == nil {
-		return &grpc.StreamDesc{}
-	}
-	gd := &grpc.StreamDesc{StreamName: d.StreamName, ServerStreams: d.ServerStreams, ClientStreams: d.ClientStreams}
-	if h := d.Handler; h != nil {
-		gd.Handler = func(srv any, stream grpc.ServerStream) error { return h(srv, stream) }
-	}
-	return gd
-}
-
-// rpcStreamDesc describes a streaming method with the rpc package's type.
-func rpcStreamDesc(gd *grpc.StreamDesc) *rpc.StreamDesc {
-	if gd == nil {
-		return &rpc.StreamDesc{}
-	}
-	d := &rpc.StreamDesc{StreamName: gd.StreamName, ServerStreams: gd.ServerStreams, ClientStreams: gd.ClientStreams}
-	if h := gd.Handler; h != nil {
-		d.Handler = func(srv any, stream rpc.ServerStream) error { return h(srv, stream) }
-	}
-	return d
 }
 
 // splitCallOptions separates the grpc call options, which the interceptors
@@ -100,30 +77,15 @@ func splitCallOptions(opts []rpc.CallOption) (gopts []grpc.CallOption, own []rpc
 }
 
 // callOptions returns the rpc call options of a call: the grpc ones the
-// interceptors passed on, as they are (so that an inner interceptor finds
-// them) and, where rpc has the same option, as rpc's; then the caller's
-// own rpc options.
+// interceptors passed on, which the rpc package honours, then the
+// caller's own rpc options.
 func callOptions(own []rpc.CallOption, gopts []grpc.CallOption) []rpc.CallOption {
 	if len(gopts) == 0 {
 		return own
 	}
-	opts := make([]rpc.CallOption, 0, 2*len(gopts)+len(own))
+	opts := make([]rpc.CallOption, 0, len(gopts)+len(own))
 	for _, g := range gopts {
 		opts = append(opts, g)
-		switch o := g.(type) {
-		case grpc.HeaderCallOption:
-			if o.HeaderAddr != nil {
-				opts = append(opts, rpc.Header(o.HeaderAddr))
-			}
-		case grpc.TrailerCallOption:
-			if o.TrailerAddr != nil {
-				opts = append(opts, rpc.Trailer(o.TrailerAddr))
-			}
-		case grpc.MaxRecvMsgSizeCallOption:
-			opts = append(opts, rpc.MaxCallRecvMsgSize(o.MaxRecvMsgSize))
-		case grpc.MaxSendMsgSizeCallOption:
-			opts = append(opts, rpc.MaxCallSendMsgSize(o.MaxSendMsgSize))
-		}
 	}
 	return append(opts, own...)
 }

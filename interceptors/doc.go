@@ -49,15 +49,13 @@
 //     same way when it sends the trailer).
 //
 // Call options that are not grpc.CallOption values, the rpc package's own
-// (rpc.Header, rpc.Trailer, rpc.MaxCallRecvMsgSize, rpc.MaxCallSendMsgSize),
-// go around the grpc interceptors and reach the call unchanged.
-// grpc.MaxCallRecvMsgSize and grpc.MaxCallSendMsgSize, passed by a caller
-// or added by an interceptor, take effect on the call; so do grpc.Header
-// and grpc.Trailer on unary calls, every one of them getting the metadata
-// as in gRPC, and so does every rpc.Header and rpc.Trailer (streams have
-// Header and Trailer methods instead). Other grpc
-// call options (grpc.WaitForReady, grpc.PerRPCCredentials, ...) only reach
-// the interceptors: the call itself ignores them. There is no
+// (rpc.Header, rpc.MaxCallRecvMsgSize, ...), go around the grpc
+// interceptors and reach the call unchanged. The grpc call options that
+// the interceptors pass on, the caller's or their own, reach the call
+// too, and the rpc package honours each of them or fails the call with
+// a clear error (see rpc.CallOption): grpc.Header and grpc.Trailer on
+// unary and streaming calls, the message size limits, grpc.WaitForReady,
+// grpc.Peer, grpc.PerRPCCredentials, grpc.OnFinish. There is no
 // *grpc.ClientConn behind a muxrpc call, so an interceptor that calls
 // methods of the one it is given (none of go-grpc-middleware's do) cannot
 // run here.

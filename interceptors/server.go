@@ -3,9 +3,9 @@ package interceptors
 import (
 	"context"
 
+	"github.com/muxrpc/muxrpc/internal/grpcshape"
 	"github.com/muxrpc/muxrpc/rpc"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // UnaryServer returns a server option that runs the interceptors, the first
@@ -24,7 +24,7 @@ func UnaryServer(is ...grpc.UnaryServerInterceptor) rpc.ServerOption {
 		if ginfo.FullMethod == "" {
 			ginfo.FullMethod, _ = rpc.Method(ctx)
 		}
-		ctx = withTransportStream(ctx, ginfo.FullMethod, nil)
+		ctx = grpcshape.WithTransportStream(ctx, ginfo.FullMethod, nil)
 		if chain == nil {
 			return handler(ctx, req)
 		}
@@ -49,9 +49,7 @@ func StreamServer(is ...grpc.StreamServerInterceptor) rpc.ServerOption {
 		if ginfo.FullMethod == "" {
 			ginfo.FullMethod, _ = rpc.Method(ss.Context())
 		}
-		if ctx := ss.Context(); grpc.ServerTransportStreamFromContext(ctx) == nil {
-			ss = &serverStream{ServerStream: ss, ctx: withTransportStream(ctx, ginfo.FullMethod, ss)}
-		}
+		ss = grpcshape.StreamWithTransportStream(ss, ginfo.FullMethod)
 		if chain == nil {
 			return handler(srv, ss)
 		}
@@ -61,57 +59,6 @@ func StreamServer(is ...grpc.StreamServerInterceptor) rpc.ServerOption {
 			return handler(srv, gs)
 		})
 	})
-}
-
-// serverStream gives a stream the context that holds its transport stream.
-type serverStream struct {
-	rpc.ServerStream
-	ctx context.Context
-}
-
-func (s *serverStream) Context() context.Context { return s.ctx }
-
-// withTransportStream returns ctx with a grpc.ServerTransportStream for the
-// call it belongs to, unless it has one already.
-func withTransportStream(ctx context.Context, method string, ss rpc.ServerStream) context.Context {
-	if grpc.ServerTransportStreamFromContext(ctx) != nil {
-		return ctx
-	}
-	return grpc.NewContextWithServerTransportStream(ctx, &transportStream{ctx: ctx, method: method, ss: ss})
-}
-
-// transportStream is what grpc.SetHeader and friends find in a handler's
-// context. It hands their metadata to the rpc package's call: through the
-// stream of a streaming call, through the rpc package's context functions
-// for a unary one.
-type transportStream struct {
-	ctx    context.Context
-	method string
-	ss     rpc.ServerStream // nil for unary calls
-}
-
-func (t *transportStream) Method() string { return t.method }
-
-func (t *transportStream) SetHeader(md metadata.MD) error {
-	if t.ss != nil {
-		return t.ss.SetHeader(md)
-	}
-	return rpc.SetHeader(t.ctx, md)
-}
-
-func (t *transportStream) SendHeader(md metadata.MD) error {
-	if t.ss != nil {
-		return t.ss.SendHeader(md)
-	}
-	return rpc.SendHeader(t.ctx, md)
-}
-
-func (t *transportStream) SetTrailer(md metadata.MD) error {
-	if t.ss != nil {
-		t.ss.SetTrailer(md)
-		return nil
-	}
-	return rpc.SetTrailer(t.ctx, md)
 }
 
 // chainUnaryServer makes one interceptor of several, the first outermost.

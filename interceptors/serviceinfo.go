@@ -1,6 +1,7 @@
 package interceptors
 
 import (
+	"github.com/muxrpc/muxrpc/internal/grpcshape"
 	"github.com/muxrpc/muxrpc/rpc"
 	"google.golang.org/grpc"
 )
@@ -25,14 +26,5 @@ func ServiceInfo(srv *rpc.Server) ServiceInfoProvider { return serviceInfo{srv} 
 type serviceInfo struct{ srv *rpc.Server }
 
 func (s serviceInfo) GetServiceInfo() map[string]grpc.ServiceInfo {
-	info := s.srv.GetServiceInfo()
-	out := make(map[string]grpc.ServiceInfo, len(info))
-	for name, si := range info {
-		ms := make([]grpc.MethodInfo, len(si.Methods))
-		for i, m := range si.Methods {
-			ms[i] = grpc.MethodInfo{Name: m.Name, IsClientStream: m.IsClientStream, IsServerStream: m.IsServerStream}
-		}
-		out[name] = grpc.ServiceInfo{Methods: ms, Metadata: si.Metadata}
-	}
-	return out
+	return grpcshape.ServiceInfo(s.srv)
 }

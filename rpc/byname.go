@@ -90,15 +90,17 @@ type route interface {
 // invokeOn makes a unary call through r: to the peer r chooses, and
 // again to the next one while resend allows, up to maxMoves times.
 func invokeOn(ctx context.Context, r route, method string, req, reply any, opts []CallOption) error {
+	cfg := r.directory().srv.cfg.peer.callConfig(opts)
 	again := resend{limit: maxMoves}
+	var p *Peer
 	for {
-		p, err := pickOn(ctx, r, opts)
-		if err != nil {
-			return err
+		var err error
+		if p, err = pickOn(ctx, r, opts); err != nil {
+			return cfg.ended(p, err)
 		}
-		err = p.invoke(ctx, method, req, reply, p, opts...)
+		err = p.invokeWith(ctx, method, req, reply, &cfg)
 		if !again.allows(ctx, p, err) {
-			return err
+			return cfg.ended(p, err)
 		}
 	}
 }
@@ -106,15 +108,20 @@ func invokeOn(ctx context.Context, r route, method string, req, reply any, opts 
 // newStreamOn begins a streaming call through r, as invokeOn makes a
 // unary one.
 func newStreamOn(ctx context.Context, r route, desc *StreamDesc, method string, opts []CallOption) (ClientStream, error) {
+	cfg := r.directory().srv.cfg.peer.callConfig(opts)
 	again := resend{limit: maxMoves}
+	var p *Peer
 	for {
-		p, err := pickOn(ctx, r, opts)
-		if err != nil {
-			return nil, err
+		var err error
+		if p, err = pickOn(ctx, r, opts); err != nil {
+			return nil, cfg.ended(p, err)
 		}
-		cs, err := p.newStream(ctx, desc, p, method, opts...)
+		cs, err := p.newStreamWith(ctx, desc, method, &cfg)
+		if err == nil {
+			return cs, nil
+		}
 		if !again.allows(ctx, p, err) {
-			return cs, err
+			return nil, cfg.ended(p, err)
 		}
 	}
 }

@@ -29,12 +29,22 @@ func (p *Peer) Invoke(ctx context.Context, method string, req, reply any, opts .
 }
 
 func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
+	cfg := p.cfg.callConfig(opts)
+	return cfg.ended(p, p.invokeWith(ctx, method, req, reply, &cfg))
+}
+
+// invokeWith makes a unary call on this session, as one of the attempts
+// of a call configured by cfg: it sends the call again once if the
+// session, still live, refused it.
+func (p *Peer) invokeWith(ctx context.Context, method string, req, reply any, cfg *callConfig) error {
+	if cfg.err != nil {
+		return cfg.err
+	}
 	p.callStarts()
 	defer p.callEnds()
-	cfg := p.callConfig(opts)
-	err := p.invokeOnce(ctx, method, req, reply, &cfg)
+	err := p.invokeOnce(ctx, method, req, reply, cfg)
 	if err != nil && IsRetrySafe(err) && ctx.Err() == nil && !p.goingAway() {
-		err = p.invokeOnce(ctx, method, req, reply, &cfg)
+		err = p.invokeOnce(ctx, method, req, reply, cfg)
 	}
 	return err
 }
@@ -62,7 +72,10 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 	if err != nil {
 		return err
 	}
-	md, _ := metadata.FromOutgoingContext(ctx)
+	md, err := cfg.outgoingMetadata(ctx, p, method)
+	if err != nil {
+		return err
+	}
 	if err := checkMetadata(md); err != nil {
 		return err
 	}
@@ -251,11 +264,30 @@ func (p *Peer) NewStream(ctx context.Context, desc *StreamDesc, method string, o
 }
 
 func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInterface, method string, opts ...CallOption) (ClientStream, error) {
+	cfg := p.cfg.callConfig(opts)
+	cs, err := p.newStreamWith(ctx, desc, method, &cfg)
+	if err != nil {
+		return nil, cfg.ended(p, err)
+	}
+	return cs, nil
+}
+
+// newStreamWith begins a streaming call on this session, as one of the
+// attempts of a call configured by cfg. The stream it returns ends the
+// call (cfg.ended) when it ends; a failure to begin leaves that to the
+// caller, which may try another session.
+func (p *Peer) newStreamWith(ctx context.Context, desc *StreamDesc, method string, cfg *callConfig) (*clientStream, error) {
+	if cfg.err != nil {
+		return nil, cfg.err
+	}
 	timeout, err := callTimeout(ctx)
 	if err != nil {
 		return nil, err
 	}
-	md, _ := metadata.FromOutgoingContext(ctx)
+	md, err := cfg.outgoingMetadata(ctx, p, method)
+	if err != nil {
+		return nil, err
+	}
 	if err := checkMetadata(md); err != nil {
 		return nil, err
 	}
@@ -265,7 +297,7 @@ func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInte
 		p.callEnds()
 		return nil, p.callError(ctx, true, err)
 	}
-	cs := &clientStream{ctx: ctx, p: p, st: st, desc: desc, method: method, cfg: p.callConfig(opts)}
+	cs := &clientStream{ctx: ctx, p: p, st: st, desc: desc, method: method, cfg: *cfg}
 	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv, maxHeader: p.cfg.maxHeader}
 	if cs.cfg.priority != mux.PriorityNormal {
 		st.SetPriority(cs.cfg.priority)
@@ -323,7 +355,7 @@ func (cs *clientStream) Context() context.Context { return cs.ctx }
 // cancelling its context.
 func (cs *clientStream) contextEnded() {
 	cs.abort()
-	cs.release()
+	cs.release(grpcstatus.FromContextError(cs.ctx.Err()).Err())
 }
 
 // abort resets the stream with the reset code that says why ctx ended.
@@ -332,10 +364,12 @@ func (cs *clientStream) abort() {
 	cs.st.Reset(resetCode(cs.ctx))
 }
 
-// release stops counting the call in flight, once.
-func (cs *clientStream) release() {
+// release stops counting the call in flight, once, and ends the call
+// for the options that act then (cfg.ended) with err.
+func (cs *clientStream) release(err error) {
 	if cs.released.CompareAndSwap(false, true) {
 		cs.p.callEnds()
+		cs.cfg.ended(cs.p, err)
 	}
 }
 
@@ -517,7 +551,7 @@ func (cs *clientStream) finishLocked(err error) error {
 	cs.st.Close()
 	cs.r.release()
 	cs.cfg.deliver(callMetadata{header: cs.header, trailer: cs.trailer})
-	cs.release()
+	cs.release(err)
 	return err
 }
 

@@ -121,15 +121,17 @@ func (c *Client) Invoke(ctx context.Context, method string, req, reply any, opts
 
 func (c *Client) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
 	wait := waitsForReady(opts)
+	cfg := c.cfg.callConfig(opts)
 	var again resend // no bound on moves: sessions go away only so often
+	var p *Peer
 	for {
-		p, err := c.pick(ctx, wait)
-		if err != nil {
-			return err
+		var err error
+		if p, err = c.pick(ctx, wait); err != nil {
+			return cfg.ended(p, err)
 		}
-		err = p.invoke(ctx, method, req, reply, p, opts...)
+		err = p.invokeWith(ctx, method, req, reply, &cfg)
 		if !c.sendAgain(ctx, p, err, &again) {
-			return err
+			return cfg.ended(p, err)
 		}
 	}
 }
@@ -146,15 +148,20 @@ func (c *Client) NewStream(ctx context.Context, desc *StreamDesc, method string,
 
 func (c *Client) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInterface, method string, opts ...CallOption) (ClientStream, error) {
 	wait := waitsForReady(opts)
+	cfg := c.cfg.callConfig(opts)
 	var again resend
+	var p *Peer
 	for {
-		p, err := c.pick(ctx, wait)
-		if err != nil {
-			return nil, err
+		var err error
+		if p, err = c.pick(ctx, wait); err != nil {
+			return nil, cfg.ended(p, err)
 		}
-		cs, err := p.newStream(ctx, desc, p, method, opts...)
+		cs, err := p.newStreamWith(ctx, desc, method, &cfg)
+		if err == nil {
+			return cs, nil
+		}
 		if !c.sendAgain(ctx, p, err, &again) {
-			return cs, err
+			return nil, cfg.ended(p, err)
 		}
 	}
 }

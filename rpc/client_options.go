@@ -104,6 +104,8 @@ func waitsForReady(opts []CallOption) bool {
 	for _, o := range opts {
 		if w, ok := o.(waitForReady); ok {
 			wait = bool(w)
+		} else if w, ok := grpcWaitForReady(o); ok {
+			wait = w
 		}
 	}
 	return wait

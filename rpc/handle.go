@@ -558,6 +558,9 @@ func (c *serverCall) recvFailed(s *status.Status) error {
 func SetHeader(ctx context.Context, md metadata.MD) error {
 	c := callFromContext(ctx)
 	if c == nil {
+		if ts := transportStreamFromContext(ctx); ts != nil {
+			return ts.SetHeader(md)
+		}
 		return status.Error(codes.Internal, "rpc: SetHeader outside a handler")
 	}
 	return c.SetHeader(md)
@@ -567,6 +570,9 @@ func SetHeader(ctx context.Context, md metadata.MD) error {
 func SendHeader(ctx context.Context, md metadata.MD) error {
 	c := callFromContext(ctx)
 	if c == nil {
+		if ts := transportStreamFromContext(ctx); ts != nil {
+			return ts.SendHeader(md)
+		}
 		return status.Error(codes.Internal, "rpc: SendHeader outside a handler")
 	}
 	return c.SendHeader(md)
@@ -576,6 +582,9 @@ func SendHeader(ctx context.Context, md metadata.MD) error {
 func SetTrailer(ctx context.Context, md metadata.MD) error {
 	c := callFromContext(ctx)
 	if c == nil {
+		if ts := transportStreamFromContext(ctx); ts != nil {
+			return ts.SetTrailer(md)
+		}
 		return status.Error(codes.Internal, "rpc: SetTrailer outside a handler")
 	}
 	return c.setTrailer(md)
@@ -584,7 +593,13 @@ func SetTrailer(ctx context.Context, md metadata.MD) error {
 // Method returns the full method name of the call that ctx belongs to.
 func Method(ctx context.Context) (string, bool) {
 	c := callFromContext(ctx)
-	if c == nil || c.m == nil {
+	if c == nil {
+		if ts := transportStreamFromContext(ctx); ts != nil {
+			return ts.Method(), true
+		}
+		return "", false
+	}
+	if c.m == nil {
 		return "", false
 	}
 	return c.m.fullName, true

@@ -79,11 +79,13 @@ func WithSessionMetadataFunc(f func(ctx context.Context) (metadata.MD, error)) D
 
 // IdentityFromContext returns the Identity of the peer whose call a
 // handler serves, and false outside a handler. It is the Identity of
-// PeerFromContext(ctx).
+// PeerFromContext(ctx); for a call another protocol delivers (a gRPC
+// call on a grpcport), the one Server.Authenticate established, and
+// false if the Server has no Authenticator.
 func IdentityFromContext(ctx context.Context) (Identity, bool) {
-	p := PeerFromContext(ctx)
-	if p == nil {
-		return Identity{}, false
+	if p := PeerFromContext(ctx); p != nil {
+		return p.Identity(), true
 	}
-	return p.Identity(), true
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
 }

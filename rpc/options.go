@@ -165,9 +165,35 @@ func WithTLS(cfg *tls.Config) DialOption {
 
 // CallOption configures one call. This package's options are Header,
 // Trailer, MaxCallRecvMsgSize, MaxCallSendMsgSize, CallPriority,
-// WaitForReady and StickyKey. Any other value, a
-// grpc.CallOption say, does nothing to the call itself and reaches client
+// WaitForReady and StickyKey. gRPC-Go's grpc.CallOption values work too:
+// each takes effect or fails the call with a clear error (see the list
+// below, "gRPC's call options"). Any other value, an interceptor's own
+// option say, does nothing to the call itself and reaches client
 // interceptors unchanged.
+//
+// # gRPC's call options
+//
+//   - grpc.Header, grpc.Trailer, grpc.MaxCallRecvMsgSize and
+//     grpc.MaxCallSendMsgSize act as this package's options of those
+//     names; grpc.WaitForReady and grpc.FailFast as WaitForReady.
+//   - grpc.Peer is filled with the session's addresses and TLS state when
+//     the call ends, if the call reached a session.
+//   - grpc.PerRPCCredentials adds the credentials' metadata to the call's
+//     on every attempt; credentials that require transport security fail
+//     the call with Unauthenticated on a session without TLS, as do the
+//     credentials' own errors, as in gRPC.
+//   - grpc.OnFinish is called once with the call's error when it ends: a
+//     stream's when RecvMsg returns an error or its context ends.
+//   - grpc.StaticMethod, grpc.MaxRetryRPCBufferSize and options that embed
+//     grpc.EmptyCallOption ask nothing of the call (muxrpc keeps no retry
+//     buffer: it sends a call again only if the other side never saw it).
+//   - grpc.CallContentSubtype, grpc.ForceCodec, grpc.ForceCodecV2 and
+//     grpc.CallCustomCodec are accepted for "proto", the one encoding of
+//     muxrpc calls, and fail the call with Unimplemented otherwise;
+//     grpc.UseCompressor likewise for "identity", since muxrpc calls are
+//     not compressed.
+//   - grpc.CallAuthority, and any option of package grpc not listed here,
+//     fail the call with Unimplemented.
 type CallOption any
 
 // callConfig is what CallOptions set.
@@ -177,6 +203,8 @@ type callConfig struct {
 	maxRecv  int
 	maxSend  int
 	priority mux.Priority
+	extra    *callExtras // grpc.Peer, grpc.OnFinish, grpc.PerRPCCredentials; nil without
+	err      error       // why the options fail the call before it is sent
 }
 
 type callOption func(*callConfig)
@@ -227,8 +255,10 @@ func CallPriority(p mux.Priority) CallOption {
 	return callOption(func(c *callConfig) { c.priority = p })
 }
 
-func (p *Peer) callConfig(opts []CallOption) callConfig {
-	c := callConfig{maxRecv: p.cfg.maxRecv, maxSend: p.cfg.maxSend}
+// callConfig returns the configuration of a call with opts on sessions
+// configured by pc.
+func (pc *peerConfig) callConfig(opts []CallOption) callConfig {
+	c := callConfig{maxRecv: pc.maxRecv, maxSend: pc.maxSend}
 	if len(opts) == 0 {
 		return c
 	}
@@ -239,8 +269,13 @@ func (p *Peer) callConfig(opts []CallOption) callConfig {
 // options pay for c escaping into the options' functions.
 func applyCallOptions(c callConfig, opts []CallOption) callConfig {
 	for _, o := range opts {
-		if f, ok := o.(callOption); ok {
-			f(&c)
+		switch o := o.(type) {
+		case callOption:
+			o(&c)
+		case waitForReady, stickyKey:
+			// Read where the call picks its session.
+		default:
+			grpcOption(&c, o)
 		}
 	}
 	return c
