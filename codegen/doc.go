@@ -2,7 +2,8 @@
 // the generator behind the protoc plugin protoc-gen-muxrpc (in
 // cmd/protoc-gen-muxrpc), built on protogen, so the standard plugin
 // parameters (paths=import|source_relative, module=, M mappings) behave as
-// they do for protoc-gen-go.
+// they do for protoc-gen-go. Its own parameter, grpc_coexist=true, is for
+// code that sits beside protoc-gen-go-grpc's (see below).
 //
 // # What it generates
 //
@@ -34,6 +35,34 @@
 // code written against gRPC-Go's generated code ports by changing the
 // grpc package to rpc.
 //
+// # Beside protoc-gen-go-grpc
+//
+// The names above are protoc-gen-go-grpc's, so its <name>_grpc.pb.go and
+// ours cannot be in one Go package. The plugin parameter
+// grpc_coexist=true puts the prefix Mux right before the service's name
+// in every package-level identifier the generator declares, as DRPC names
+// its code to sit beside gRPC's. For a service Foo with a method Bar:
+//
+//   - MuxFoo_Bar_FullMethodName, still the constant "/pkg.Foo/Bar".
+//   - MuxFooClient and NewMuxFooClient (and its implementation,
+//     muxFooClient).
+//   - MuxFooServer, UnimplementedMuxFooServer and RegisterMuxFooServer.
+//   - MuxFoo_ServiceDesc, whose ServiceName is still "pkg.Foo", and the
+//     handlers _MuxFoo_Bar_Handler.
+//   - MuxFoo_BarClient and MuxFoo_BarServer for a streaming method Bar.
+//
+// What goes on the wire does not change: a muxrpc peer with the prefixed
+// code calls and serves the same service and methods as one without.
+// Generate both into one directory, beside protoc-gen-go's messages:
+//
+//	protoc --go_out=. --go-grpc_out=. --muxrpc_out=. --muxrpc_opt=grpc_coexist=true foo.proto
+//
+// With grpc_coexist=true the names protoc-gen-go-grpc declares count as
+// taken, as protoc-gen-go's always do (see Comments and names below): a
+// service MuxFoo beside a service Foo gives Foo's client MuxFooClient_.
+// grpc_coexist=false, the default, leaves the names as above; any other
+// value is an error.
+//
 // # Forward compatibility without mustEmbed
 //
 // Unlike protoc-gen-go-grpc, FooServer does not require embedding
@@ -52,7 +81,8 @@
 // deprecated option adds a "Deprecated:" paragraph. Names come from
 // protogen (CamelCase, so a method func or type becomes Func or Type). A
 // generated package-level name that another identifier of the Go package
-// already has (a message FooClient, a nested message Foo.ServiceDesc,
+// already has (a message FooClient, or MuxFooClient with grpc_coexist=true,
+// a nested message Foo.ServiceDesc,
 // services foo and Foo, a service Foo_Bar's method Baz beside a service
 // Foo's method Bar_Baz) gets a trailing underscore, as protoc-gen-go does
 // for fields; methods whose names clash within a service likewise. The

@@ -20,11 +20,17 @@ const (
 
 // Generate adds to gen one <name>_muxrpc.pb.go file for each file to
 // generate that declares services, and reports the features and editions
-// the generator supports.
+// the generator supports. It reads the generator's own parameter,
+// grpc_coexist, from gen.Request, and returns an error if its value is
+// neither true nor false.
 func Generate(gen *protogen.Plugin) error {
 	gen.SupportedFeatures = SupportedFeatures
 	gen.SupportedEditionsMinimum = SupportedEditionsMinimum
 	gen.SupportedEditionsMaximum = SupportedEditionsMaximum
+	params, err := parseParameters(gen.Request.GetParameter())
+	if err != nil {
+		return err
+	}
 
 	// Identifiers are allocated per Go package, over every file of the
 	// request in that package, in the request's order: a file's names do
@@ -37,6 +43,9 @@ func Generate(gen *protogen.Plugin) error {
 			scopes[f.GoImportPath] = s
 		}
 		s.reserveProtocGenGo(f)
+		if params.grpcCoexist {
+			s.reserveProtocGenGoGRPC(f)
+		}
 	}
 	for _, f := range gen.Files {
 		if f.Generate {
@@ -51,7 +60,7 @@ func Generate(gen *protogen.Plugin) error {
 		if !f.Generate {
 			g.Skip() // only its names are needed
 		}
-		generateFile(g, f, scopes[f.GoImportPath])
+		generateFile(g, f, scopes[f.GoImportPath], params.prefix())
 	}
 	return nil
 }
@@ -81,7 +90,7 @@ type fileGen struct {
 	v    localNames
 }
 
-func generateFile(g *protogen.GeneratedFile, f *protogen.File, s scope) {
+func generateFile(g *protogen.GeneratedFile, f *protogen.File, s scope, prefix string) {
 	w := &fileGen{GeneratedFile: g, file: f}
 
 	// Import every package the file uses now, ours first, so that ours keep
@@ -122,7 +131,7 @@ func generateFile(g *protogen.GeneratedFile, f *protogen.File, s scope) {
 	w.P("package ", f.GoPackageName)
 	w.P()
 	for _, svc := range f.Services {
-		n, ms := newServiceNames(s, svc)
+		n, ms := newServiceNames(s, svc, prefix)
 		w.service(svc, n, ms)
 	}
 }

@@ -97,12 +97,30 @@ func checkFeatures(t testing.TB, resp *pluginpb.CodeGeneratorResponse) {
 	}
 }
 
+// coexistProtos are the inputs of the golden test of grpc_coexist=true.
+var coexistProtos = []string{
+	"proto3.proto",  // every kind of method, with the Mux prefix
+	"coexist.proto", // names that clash only with the prefix, or with protoc-gen-go-grpc's
+}
+
 func TestGolden(t *testing.T) {
-	req := compileRequest(t, "paths=source_relative", goldenProtos...)
+	checkGolden(t, filepath.Join("testdata", "golden"), "paths=source_relative", goldenProtos)
+}
+
+// TestGoldenGRPCCoexist checks the output of grpc_coexist=true.
+func TestGoldenGRPCCoexist(t *testing.T) {
+	checkGolden(t, filepath.Join("testdata", "golden_grpc_coexist"), "paths=source_relative,grpc_coexist=true", coexistProtos)
+}
+
+// checkGolden compares the generator's output for protos, with parameter,
+// with the files in dir; with -update, it rewrites dir.
+func checkGolden(t *testing.T, dir, parameter string, protos []string) {
+	t.Helper()
+	req := compileRequest(t, parameter, protos...)
 	got := generate(t, req)
 
 	want := map[string]bool{}
-	for _, p := range goldenProtos {
+	for _, p := range protos {
 		if p != "noservice.proto" {
 			want[strings.TrimSuffix(p, ".proto")+"_muxrpc.pb.go"] = true
 		}
@@ -113,7 +131,7 @@ func TestGolden(t *testing.T) {
 		}
 	}
 	if *update {
-		if err := os.RemoveAll(filepath.Join("testdata", "golden")); err != nil {
+		if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -123,7 +141,7 @@ func TestGolden(t *testing.T) {
 			t.Errorf("no output file %s", name)
 			continue
 		}
-		path := filepath.Join("testdata", "golden", filepath.FromSlash(name))
+		path := filepath.Join(dir, filepath.FromSlash(name))
 		if *update {
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				t.Fatal(err)
@@ -167,12 +185,20 @@ func firstDiff(want, got string) string {
 // TestGoldenIndependent checks that generating each file alone gives the
 // same output as generating all of them together.
 func TestGoldenIndependent(t *testing.T) {
-	all := generate(t, compileRequest(t, "paths=source_relative", goldenProtos...))
-	for _, p := range goldenProtos {
-		one := generate(t, compileRequest(t, "paths=source_relative", p))
-		for name, content := range one {
-			if !bytes.Equal([]byte(content), []byte(all[name])) {
-				t.Errorf("%s: generated alone, %s differs:\n%s", p, name, firstDiff(all[name], content))
+	for _, tc := range []struct {
+		parameter string
+		protos    []string
+	}{
+		{"paths=source_relative", goldenProtos},
+		{"paths=source_relative,grpc_coexist=true", coexistProtos},
+	} {
+		all := generate(t, compileRequest(t, tc.parameter, tc.protos...))
+		for _, p := range tc.protos {
+			one := generate(t, compileRequest(t, tc.parameter, p))
+			for name, content := range one {
+				if !bytes.Equal([]byte(content), []byte(all[name])) {
+					t.Errorf("%q, %s: generated alone, %s differs:\n%s", tc.parameter, p, name, firstDiff(all[name], content))
+				}
 			}
 		}
 	}

@@ -75,6 +75,31 @@ func (s scope) reserveMessage(m *protogen.Message) {
 	}
 }
 
+// reserveProtocGenGoGRPC marks taken the package-level identifiers that
+// protoc-gen-go-grpc (v1.6) declares for the services of f, which with
+// grpc_coexist=true share the Go package with ours: a service MuxFoo's
+// MuxFooClient would otherwise clash with our client of a service Foo.
+func (s scope) reserveProtocGenGoGRPC(f *protogen.File) {
+	for _, svc := range f.Services {
+		base := svc.GoName
+		for _, name := range []string{
+			base + "Client", unexport(base) + "Client", "New" + base + "Client",
+			base + "Server", "Unimplemented" + base + "Server", "Unsafe" + base + "Server",
+			"Register" + base + "Server", base + "_ServiceDesc",
+		} {
+			s[name] = true
+		}
+		for _, m := range svc.Methods {
+			s[base+"_"+m.GoName+"_FullMethodName"] = true
+			s["_"+base+"_"+m.GoName+"_Handler"] = true
+			if m.Desc.IsStreamingClient() || m.Desc.IsStreamingServer() {
+				s[base+"_"+m.GoName+"Client"] = true
+				s[base+"_"+m.GoName+"Server"] = true
+			}
+		}
+	}
+}
+
 // serviceNames are the package-level identifiers generated for a service.
 type serviceNames struct {
 	client        string // the client interface, FooClient
@@ -97,9 +122,12 @@ type methodNames struct {
 }
 
 // newServiceNames allocates the identifiers of a service in s, in a fixed
-// order, so that the same input always gives the same names.
-func newServiceNames(s scope, svc *protogen.Service) (serviceNames, []methodNames) {
-	base := svc.GoName
+// order, so that the same input always gives the same names. Each
+// package-level identifier has prefix right before the service's name
+// ("Mux" with grpc_coexist=true, else ""): MuxFooClient, NewMuxFooClient,
+// muxFooClient, _MuxFoo_Bar_Handler.
+func newServiceNames(s scope, svc *protogen.Service, prefix string) (serviceNames, []methodNames) {
+	base := prefix + svc.GoName
 	n := serviceNames{
 		client:        s.name(base + "Client"),
 		clientImpl:    s.name(unexport(base) + "Client"),

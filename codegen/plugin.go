@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strings"
 
 	"google.golang.org/protobuf/compiler/protogen"
 	"google.golang.org/protobuf/proto"
@@ -21,15 +22,65 @@ const (
 	SupportedEditionsMaximum = descriptorpb.Edition_EDITION_2024
 )
 
-// Options returns the protogen options of the plugin. The generator has no
-// parameters of its own: protogen handles paths=, module= and M mappings,
-// and any other parameter is an error.
+// Options returns the protogen options of the plugin. protogen handles
+// paths=, module= and M mappings; the generator's own parameter is
+// grpc_coexist=true|false (see the package doc), which Generate reads from
+// the request. Any other parameter, or another value of grpc_coexist, is
+// an error.
 func Options() protogen.Options {
 	return protogen.Options{
-		ParamFunc: func(name, value string) error {
-			return fmt.Errorf("unknown parameter %q (protoc-gen-muxrpc takes paths=, module= and M mappings)", name)
-		},
+		ParamFunc: new(parameters).set,
 	}
+}
+
+// parameters are the generator's own plugin parameters.
+type parameters struct {
+	// grpcCoexist, from grpc_coexist=true, prefixes every package-level
+	// identifier with Mux right before the service's name, so that the
+	// code sits beside protoc-gen-go-grpc's in one Go package.
+	grpcCoexist bool
+}
+
+// set parses the parameter name=value; it is the ParamFunc of Options,
+// which protogen calls for each parameter that is not its own.
+func (p *parameters) set(name, value string) error {
+	switch name {
+	case "grpc_coexist":
+		switch value {
+		case "true":
+			p.grpcCoexist = true
+		case "false":
+			p.grpcCoexist = false
+		default:
+			return fmt.Errorf("bad value %q for parameter grpc_coexist (protoc-gen-muxrpc takes grpc_coexist=true or grpc_coexist=false)", value)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown parameter %q (protoc-gen-muxrpc takes grpc_coexist=true|false, paths=, module= and M mappings)", name)
+}
+
+// parseParameters reads the generator's own parameters from a request's
+// parameter string, split as protogen splits it; protogen's parameters
+// are left to protogen.
+func parseParameters(parameter string) (parameters, error) {
+	var p parameters
+	for _, param := range strings.Split(parameter, ",") {
+		name, value, _ := strings.Cut(param, "=")
+		if name == "grpc_coexist" {
+			if err := p.set(name, value); err != nil {
+				return p, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// prefix is the prefix of the package-level identifiers of a service.
+func (p parameters) prefix() string {
+	if p.grpcCoexist {
+		return "Mux"
+	}
+	return ""
 }
 
 // Run is the plugin's main function: it reads a CodeGeneratorRequest from

@@ -66,7 +66,16 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{"unknown parameter", func(r *pluginpb.CodeGeneratorRequest) {
 			r.Parameter = proto.String("plugins=grpc")
-		}, `unknown parameter "plugins"`},
+		}, `unknown parameter "plugins" (protoc-gen-muxrpc takes grpc_coexist=true|false, paths=`},
+		{"grpc_coexist neither true nor false", func(r *pluginpb.CodeGeneratorRequest) {
+			r.Parameter = proto.String("paths=source_relative,grpc_coexist=maybe")
+		}, `bad value "maybe" for parameter grpc_coexist`},
+		{"grpc_coexist without a value", func(r *pluginpb.CodeGeneratorRequest) {
+			r.Parameter = proto.String("grpc_coexist")
+		}, `bad value "" for parameter grpc_coexist`},
+		{"grpc_coexist in capitals", func(r *pluginpb.CodeGeneratorRequest) {
+			r.Parameter = proto.String("grpc_coexist=TRUE")
+		}, `bad value "TRUE" for parameter grpc_coexist`},
 		{"bad paths", func(r *pluginpb.CodeGeneratorRequest) {
 			r.Parameter = proto.String("paths=nowhere")
 		}, `unknown path type "nowhere"`},

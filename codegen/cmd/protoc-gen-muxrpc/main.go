@@ -7,6 +7,12 @@
 //		--muxrpc_out=. --muxrpc_opt=paths=source_relative foo.proto
 //
 // It writes foo_muxrpc.pb.go for each foo.proto that declares services.
+// With --muxrpc_opt=grpc_coexist=true its names take the prefix Mux
+// (MuxFooClient, NewMuxFooClient, ...), so that it sits beside
+// protoc-gen-go-grpc's foo_grpc.pb.go in one Go package:
+//
+//	protoc --go_out=. --go-grpc_out=. --muxrpc_out=. --muxrpc_opt=grpc_coexist=true foo.proto
+//
 // The generated code is described in package codegen.
 package main
 
