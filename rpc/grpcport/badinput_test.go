@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	echov1 "github.com/muxrpc/muxrpc/proto/echo/v1"
 	"github.com/muxrpc/muxrpc/mux"
+	echov1 "github.com/muxrpc/muxrpc/proto/echo/v1"
 	"github.com/muxrpc/muxrpc/rpc"
 	"github.com/muxrpc/muxrpc/rpc/grpcport"
 	"google.golang.org/grpc/credentials/insecure"
