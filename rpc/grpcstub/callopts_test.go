@@ -686,4 +686,3 @@ func TestRefusedAndHarmlessOptions(t *testing.T) {
 		}
 	})
 }
-
