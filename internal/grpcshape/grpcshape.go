@@ -55,41 +55,11 @@ func ServiceInfo(srv *rpc.Server) map[string]grpc.ServiceInfo {
 // the call it belongs to, unless it has one already, so that
 // grpc.SetHeader, grpc.SendHeader, grpc.SetTrailer and grpc.Method work
 // in the handler. ss is the call's stream, nil for a unary call.
-//
-// The context it returns is the transport stream itself, which answers
-// grpc's key: one allocation per call, where grpc.NewContextWithServerTransportStream
-// would make two.
 func WithTransportStream(ctx context.Context, method string, ss rpc.ServerStream) context.Context {
 	if grpc.ServerTransportStreamFromContext(ctx) != nil {
 		return ctx
 	}
-	if grpcStreamKey == nil {
-		return grpc.NewContextWithServerTransportStream(ctx, &transportStream{Context: ctx, method: method, ss: ss})
-	}
-	return &transportStream{Context: ctx, method: method, ss: ss}
-}
-
-// grpcStreamKey is the key under which grpc.ServerTransportStreamFromContext
-// looks for the transport stream, learnt once from a context that records
-// the keys asked of it; nil if grpc asked none, or more than one.
-var grpcStreamKey = func() any {
-	var p keyProbe
-	grpc.ServerTransportStreamFromContext(&p)
-	if len(p.keys) != 1 {
-		return nil
-	}
-	return p.keys[0]
-}()
-
-// keyProbe is a context that records the keys its Value is asked.
-type keyProbe struct {
-	context.Context
-	keys []any
-}
-
-func (p *keyProbe) Value(key any) any {
-	p.keys = append(p.keys, key)
-	return nil
+	return grpc.NewContextWithServerTransportStream(ctx, &transportStream{ctx: ctx, method: method, ss: ss})
 }
 
 // StreamWithTransportStream returns ss, or ss in a context that has a
@@ -112,22 +82,13 @@ type serverStream struct {
 func (s *serverStream) Context() context.Context { return s.ctx }
 
 // transportStream is what grpc.SetHeader and friends find in a handler's
-// context, and that context itself: its Value answers grpc's key with
-// the transportStream, and others as the handler's context does. It hands
-// their metadata to the rpc package's call: through the stream of a
-// streaming call, through the rpc package's context functions for a unary
-// one.
+// context. It hands their metadata to the rpc package's call: through the
+// stream of a streaming call, through the rpc package's context functions
+// for a unary one.
 type transportStream struct {
-	context.Context // the handler's
-	method          string
-	ss              rpc.ServerStream // nil for unary calls
-}
-
-func (t *transportStream) Value(key any) any {
-	if key == grpcStreamKey {
-		return grpc.ServerTransportStream(t)
-	}
-	return t.Context.Value(key)
+	ctx    context.Context
+	method string
+	ss     rpc.ServerStream // nil for unary calls
 }
 
 func (t *transportStream) Method() string { return t.method }
@@ -136,14 +97,14 @@ func (t *transportStream) SetHeader(md metadata.MD) error {
 	if t.ss != nil {
 		return t.ss.SetHeader(md)
 	}
-	return rpc.SetHeader(t.Context, md)
+	return rpc.SetHeader(t.ctx, md)
 }
 
 func (t *transportStream) SendHeader(md metadata.MD) error {
 	if t.ss != nil {
 		return t.ss.SendHeader(md)
 	}
-	return rpc.SendHeader(t.Context, md)
+	return rpc.SendHeader(t.ctx, md)
 }
 
 func (t *transportStream) SetTrailer(md metadata.MD) error {
@@ -151,5 +112,5 @@ func (t *transportStream) SetTrailer(md metadata.MD) error {
 		t.ss.SetTrailer(md)
 		return nil
 	}
-	return rpc.SetTrailer(t.Context, md)
+	return rpc.SetTrailer(t.ctx, md)
 }
