@@ -124,10 +124,7 @@ func startPort(t *testing.T, tr mux.Transport, opts []rpc.ServerOption, popts ..
 	srv := rpc.NewServer(append([]rpc.ServerOption{count, rpc.MuxConfig(&mux.Config{Transport: tr})}, opts...)...)
 	echov1.RegisterEchoServer(srv, echo{})
 	p.port = grpcport.New(srv, popts...)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := listen(t)
 	p.addr = lis.Addr().String()
 	go func() { p.done <- p.port.Serve(lis) }()
 	t.Cleanup(func() {
@@ -142,6 +139,15 @@ func startPort(t *testing.T, tr mux.Transport, opts []rpc.ServerOption, popts ..
 		}
 	})
 	return p
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
 }
 
 func grpcDial(t *testing.T, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
