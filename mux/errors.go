@@ -133,3 +133,7 @@ func refusedBy(cause error) error {
 	}
 	return fmt.Errorf("%w: %w", ErrRefused, cause)
 }
+
+// errOffersH2 is DialTLS's error for a TLS configuration that offers
+// HTTP/2 by ALPN.
+var errOffersH2 = errors.New(`mux: the TLS configuration offers ALPN "h2", which a port shared with gRPC takes for gRPC; leave it out of NextProtos`)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 )
 
@@ -24,8 +25,13 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Session, err
 // session on the connection. ctx bounds the dial and both handshakes;
 // Config.HandshakeTimeout bounds the TLS handshake and the session's
 // together, as it does on the server's side. As with tls.Dial, an empty
-// tlsConfig.ServerName means the host in addr.
+// tlsConfig.ServerName means the host in addr. tlsConfig must not offer
+// "h2" by ALPN: a server that shares its port with gRPC takes a client
+// that negotiates it for gRPC (PROTOCOL.md, section 20).
 func DialTLS(ctx context.Context, network, addr string, tlsConfig *tls.Config, cfg *Config) (*Session, error) {
+	if tlsConfig != nil && slices.Contains(tlsConfig.NextProtos, "h2") {
+		return nil, errOffersH2
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -367,5 +368,22 @@ func TestDialFailures(t *testing.T) {
 	}
 	if c := <-conns; c != nil {
 		c.Close()
+	}
+}
+
+// TestDialTLSRefusesToOfferH2: a muxrpc client that offered HTTP/2 by
+// ALPN would be taken for gRPC by a port shared with gRPC (PROTOCOL.md,
+// section 20), so DialTLS refuses before it dials.
+func TestDialTLSRefusesToOfferH2(t *testing.T) {
+	serverTLS, clientTLS := selfSigned(t)
+	l, err := ListenTLS("tcp", "127.0.0.1:0", serverTLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	clientTLS.NextProtos = []string{"muxrpc", "h2"}
+	_, err = DialTLS(testCtx(t, 5*time.Second), "tcp", l.Addr().String(), clientTLS, nil)
+	if err == nil || !strings.Contains(err.Error(), `"h2"`) {
+		t.Fatalf("DialTLS offering h2: %v", err)
 	}
 }
