@@ -75,16 +75,17 @@ type identityKey struct{}
 
 // Authenticate runs the Server's Authenticator on a call that another
 // protocol delivers, which has no session hello: hello describes the
-// caller (for a gRPC call, its metadata as Metadata, no Services). It
-// returns a copy of ctx in which IdentityFromContext finds the Identity,
-// or the status error the call fails with: the Authenticator's refusal,
-// as a session's would be. Without an Authenticator it returns ctx as it
-// is.
-func (s *Server) Authenticate(ctx context.Context, hello *SessionHello) (context.Context, error) {
+// caller (for a gRPC call, its metadata as Metadata, no Services), and
+// is called only if the Server has an Authenticator, so that a Server
+// without one costs such calls nothing. Authenticate returns a copy of
+// ctx in which IdentityFromContext finds the Identity, or the status
+// error the call fails with: the Authenticator's refusal, as a session's
+// would be. Without an Authenticator it returns ctx as it is.
+func (s *Server) Authenticate(ctx context.Context, hello func() *SessionHello) (context.Context, error) {
 	if s.cfg.auth == nil {
 		return ctx, nil
 	}
-	id, err := s.cfg.auth(ctx, hello)
+	id, err := s.cfg.auth(ctx, hello())
 	if err != nil {
 		return nil, helloStatus(ctx, err).Err()
 	}

@@ -76,6 +76,11 @@ func (b bridge) callContext(ctx context.Context) (context.Context, error) {
 	if ts := grpc.ServerTransportStreamFromContext(ctx); ts != nil {
 		ctx = rpc.NewContextWithServerTransportStream(ctx, ts)
 	}
+	return b.srv.Authenticate(ctx, func() *rpc.SessionHello { return callHello(ctx) })
+}
+
+// callHello describes a gRPC caller as the session hello would.
+func callHello(ctx context.Context) *rpc.SessionHello {
 	hello := &rpc.SessionHello{}
 	hello.Metadata, _ = metadata.FromIncomingContext(ctx)
 	if p, ok := peer.FromContext(ctx); ok {
@@ -84,7 +89,7 @@ func (b bridge) callContext(ctx context.Context) (context.Context, error) {
 			hello.TLS = &ti.State
 		}
 	}
-	return b.srv.Authenticate(ctx, hello)
+	return hello
 }
 
 // recoverHandler turns a handler's panic into the call's Internal error,
