@@ -83,7 +83,7 @@ type bidiStream interface {
 }
 
 // frameworks are the frameworks compared, in the report's column order.
-var frameworks = []*framework{grpcFramework, drpcFramework, muxrpcNative, muxrpcSmux, rawFramework}
+var frameworks = []*framework{grpcFramework, grpcSharedPort, drpcFramework, muxrpcNative, muxrpcGRPCStub, muxrpcSmux, rawFramework}
 
 // frameworkNamed returns the framework called name.
 func frameworkNamed(name string) (*framework, error) {

@@ -74,23 +74,34 @@ func (s muxrpcCallback) Unary(_ context.Context, in *benchpb.Payload) (*benchpb.
 }
 
 type muxrpcServer struct {
-	srv       *rpc.Server
+	srv *rpc.Server
+	// callback makes the caller of a peer's Callback service (W7).
+	callback  func(*rpc.Peer) unaryCaller
 	once      sync.Once
 	first     *rpc.Peer     // the peer that connected first, for callbackPeer
 	connected chan struct{} // closed once first is set
 }
 
 func serveMuxrpc(lis net.Listener, b *benchServer, cfg *mux.Config) (server, error) {
-	s := &muxrpcServer{connected: make(chan struct{})}
+	s := newMuxrpcServer(cfg, func(p *rpc.Peer) unaryCaller {
+		return muxrpcCallbackCaller{benchpb.NewCallbackClient(p)}
+	})
+	benchpb.RegisterBenchServer(s.srv, muxrpcBench{b: b})
+	go s.srv.Serve(lis)
+	return s, nil
+}
+
+// newMuxrpcServer returns a muxrpcServer whose rpc.Server, with no
+// services yet, notes the first peer that connects.
+func newMuxrpcServer(cfg *mux.Config, callback func(*rpc.Peer) unaryCaller) *muxrpcServer {
+	s := &muxrpcServer{callback: callback, connected: make(chan struct{})}
 	s.srv = rpc.NewServer(rpc.MuxConfig(cfg), rpc.OnPeer(func(p *rpc.Peer) {
 		s.once.Do(func() {
 			s.first = p
 			close(s.connected)
 		})
 	}))
-	benchpb.RegisterBenchServer(s.srv, muxrpcBench{b: b})
-	go s.srv.Serve(lis)
-	return s, nil
+	return s
 }
 
 // muxrpcCallbackCaller calls the Callback service of one client.
@@ -103,7 +114,7 @@ func (c muxrpcCallbackCaller) unary(ctx context.Context, in *benchpb.Payload) (*
 func (s *muxrpcServer) callbackPeer(ctx context.Context) (unaryCaller, error) {
 	select {
 	case <-s.connected:
-		return muxrpcCallbackCaller{benchpb.NewCallbackClient(s.first)}, nil
+		return s.callback(s.first), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
