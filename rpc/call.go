@@ -388,12 +388,16 @@ func (cs *clientStream) ctxErr() error {
 	return grpcstatus.FromContextError(err).Err()
 }
 
-// SendMsg sends a request message. When the server has ended the call it
-// returns io.EOF, and RecvMsg returns the call's status; once the call's
-// context has ended it returns Canceled or DeadlineExceeded. The single
-// request of a call that takes one (unary or server-streaming) goes out at
-// once with the end of the requests, so that the response can come before
-// CloseSend, which then does nothing.
+// SendMsg sends a request message. When the server has ended the call,
+// or the call's context has ended, it returns io.EOF, and RecvMsg returns
+// the call's status (Canceled or DeadlineExceeded for the context), as
+// gRPC's SendMsg does: whether the context ended before SendMsg or while
+// it waited on the stream, the answer is the same. A call that takes a
+// single request (unary or server-streaming) is the exception: generated
+// code returns that SendMsg's error as the call's, so once its context
+// has ended it returns Canceled or DeadlineExceeded itself. That request
+// goes out at once with the end of the requests, so that the response
+// can come before CloseSend, which then does nothing.
 func (cs *clientStream) SendMsg(m any) error {
 	cs.smu.Lock()
 	defer cs.smu.Unlock()
@@ -404,6 +408,9 @@ func (cs *clientStream) SendMsg(m any) error {
 		return grpcstatus.Error(codes.Internal, "rpc: SendMsg after CloseSend")
 	}
 	if err := cs.ctxErr(); err != nil {
+		if cs.desc.ClientStreams {
+			return io.EOF
+		}
 		return err
 	}
 	b, err := appendRequest(cs.pending, m, cs.cfg.maxSend)

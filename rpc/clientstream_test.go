@@ -23,9 +23,11 @@ import (
 // cancel_after_begin, many times over: a client-streaming call whose
 // context is cancelled before CloseAndRecv fails with Canceled, every
 // time, though the callee answers OK as soon as the requests end, or has
-// answered already. So do a cancelled call's SendMsg, and its RecvMsg
-// after Header, and a call whose deadline has passed fails with
-// DeadlineExceeded.
+// answered already. So does its RecvMsg after Header, and a call whose
+// deadline has passed fails with DeadlineExceeded. The SendMsg of a
+// client-streaming call whose context has ended returns io.EOF, as
+// gRPC's does, leaving the status to RecvMsg: gRPC's interop case
+// timeout_on_sleeping_server accepts no other error from Send.
 func TestCancelledClientStreamNeverReportsOK(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		ctx := testCtx(t, 60*time.Second)
@@ -80,8 +82,8 @@ func TestCancelledClientStreamNeverReportsOK(t *testing.T) {
 					t.Fatal(err)
 				}
 				cancel()
-				if err := s.Send(wrapperspb.String("x")); err == nil {
-					t.Fatalf("call %d: Send after cancel succeeded", i)
+				if err := s.Send(wrapperspb.String("x")); err != io.EOF {
+					t.Fatalf("call %d: Send after cancel: got %v, want io.EOF", i, err)
 				}
 				_, err = s.CloseAndRecv()
 				if status.Code(err) != codes.Canceled {
@@ -117,6 +119,9 @@ func TestCancelledClientStreamNeverReportsOK(t *testing.T) {
 				t.Fatal(err)
 			}
 			<-callCtx.Done()
+			if err := s.Send(wrapperspb.String("x")); err != io.EOF {
+				t.Fatalf("Send after the deadline: got %v, want io.EOF", err)
+			}
 			if _, err := s.CloseAndRecv(); status.Code(err) != codes.DeadlineExceeded {
 				t.Fatalf("CloseAndRecv after the deadline: got %v, want DeadlineExceeded", err)
 			}

@@ -11,15 +11,10 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/resolver"
 
 	"github.com/muxrpc/muxrpc/rpc/dnsresolver"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 // ccEvent is one call the resolver made on its ClientConn.
 type ccEvent struct {
