@@ -153,3 +153,31 @@ func TestReplayedPreface(t *testing.T) {
 		t.Fatalf("muxrpc: %v", err)
 	}
 }
+
+// TestStopWhileConnecting stops ports while clients connect to them, so
+// that a connection accepted as Stop begins must be counted before Stop
+// waits for the connections being told apart, or closed (a race the
+// interop tests found).
+func TestStopWhileConnecting(t *testing.T) {
+	for range 30 {
+		port := grpcport.New(rpc.NewServer())
+		lis := listen(t)
+		done := make(chan error, 1)
+		go func() { done <- port.Serve(lis) }()
+		dialed := make(chan struct{})
+		go func() {
+			defer close(dialed)
+			for range 5 {
+				if c, err := net.DialTimeout("tcp", lis.Addr().String(), time.Second); err == nil {
+					c.Write([]byte("MUXRPC\x00\x01"))
+					c.Close()
+				}
+			}
+		}()
+		port.Stop()
+		if err := <-done; !errors.Is(err, grpcport.ErrServerStopped) {
+			t.Fatalf("Serve: %v", err)
+		}
+		<-dialed
+	}
+}

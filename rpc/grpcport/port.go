@@ -156,7 +156,15 @@ func (s *Server) Serve(lis net.Listener) error {
 			return err
 		}
 		delay = 0
+		s.mu.Lock()
+		if s.stopped { // stopListening waits for the connections being told apart: add none after it
+			s.mu.Unlock()
+			conn.Close()
+			<-s.pending
+			return ErrServerStopped
+		}
 		s.sniffing.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer s.sniffing.Done()
 			defer func() { <-s.pending }()

@@ -9,9 +9,11 @@ import (
 
 	"github.com/muxrpc/muxrpc/mux"
 	"github.com/muxrpc/muxrpc/rpc"
+	"github.com/muxrpc/muxrpc/rpc/grpcport"
 	"github.com/muxrpc/muxrpc/rpc/grpcstub"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -90,6 +92,8 @@ func doUnimplementedMethod(t *testing.T, ctx context.Context, cc grpc.ClientConn
 type interopDirection struct {
 	name    string
 	connect func(t *testing.T, tr mux.Transport) grpc.ClientConnInterface
+	// skip names the cases the direction leaves out, and why.
+	skip map[string]string
 }
 
 var interopDirections = []interopDirection{
@@ -98,7 +102,7 @@ var interopDirections = []interopDirection{
 		srv := rpc.NewServer(rpc.MuxConfig(&mux.Config{Transport: tr}))
 		testgrpc.RegisterTestServiceServer(grpcstub.Registrar(srv), interop.NewTestServer())
 		return grpcstub.Conn(dialInterop(t, serveInterop(t, srv), tr))
-	}},
+	}, nil},
 	// The server calls the TestService the dialing side exposes, through
 	// the Peer of the session OnPeer gives it.
 	{"server_to_client", func(t *testing.T, tr mux.Transport) grpc.ClientConnInterface {
@@ -115,6 +119,44 @@ var interopDirections = []interopDirection{
 			t.Fatal("OnPeer was not called within 10s of the dial")
 			return nil
 		}
+	}, nil},
+	// gRPC-Go's own client calls, over HTTP/2, the TestService the
+	// server registered, on the port it shares with muxrpc.
+	{"grpc_client_to_shared_port", func(t *testing.T, tr mux.Transport) grpc.ClientConnInterface {
+		srv := rpc.NewServer(rpc.MuxConfig(&mux.Config{Transport: tr}))
+		testgrpc.RegisterTestServiceServer(grpcstub.Registrar(srv), interop.NewTestServer())
+		port := grpcport.New(srv)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			port.Serve(ln)
+		}()
+		t.Cleanup(func() {
+			port.Stop()
+			<-done
+		})
+		cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}, map[string]string{
+		// DoCancelAfterBegin cancels, then calls CloseAndRecv, whose
+		// CloseSend still sends END_STREAM; a server that answers it
+		// before gRPC-Go's client notices its own cancel has its answer
+		// returned, since the client's receive buffer delivers the
+		// context's error only after what it holds
+		// (internal/transport/transport.go, readClient). The server
+		// cannot tell such a call from one not cancelled; on this port
+		// it answered in time about once in 600 runs. The case runs
+		// over muxrpc in the directions above, whose client checks its
+		// context first.
+		"cancel_after_begin": "gRPC-Go's client may return the answer to a call it cancelled",
 	}},
 }
 
@@ -155,7 +197,8 @@ func dialInterop(t *testing.T, addr string, tr mux.Transport, opts ...rpc.DialOp
 // TestInterop runs gRPC's interop test cases, with gRPC-Go's own client
 // and server code (package google.golang.org/grpc/interop, and the
 // protoc-gen-go-grpc code of its TestService, through package grpcstub)
-// over muxrpc: in both directions of a session, on both transports, each
+// over muxrpc: in both directions of a session, and from gRPC-Go's own
+// client over HTTP/2 to a port shared with muxrpc, on both transports, each
 // case interopRuns times, each run on a session of its own and bounded by
 // a context of 10s.
 func TestInterop(t *testing.T) {
@@ -164,6 +207,9 @@ func TestInterop(t *testing.T) {
 			for _, tr := range []mux.Transport{mux.Native, mux.Smux} {
 				t.Run(tr.String(), func(t *testing.T) {
 					for _, c := range interopCases {
+						if _, skip := dir.skip[c.name]; skip {
+							continue
+						}
 						t.Run(c.name, func(t *testing.T) {
 							for i := range interopRuns {
 								t.Run(fmt.Sprintf("run%03d", i+1), func(t *testing.T) {
