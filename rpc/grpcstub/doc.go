@@ -22,7 +22,11 @@
 // call with a clear error (the list is rpc.CallOption's). In the
 // handlers of the services registered through Registrar, grpc.SetHeader,
 // grpc.SendHeader, grpc.SetTrailer and grpc.Method work, with or without
-// package interceptors, and so do rpc's functions of those names.
+// package interceptors, and so do rpc's functions of those names. (The
+// handlers of muxrpc's own generated services use rpc's; grpc's work in
+// them too once interceptors.UnaryServer() and StreamServer(), even with
+// no interceptors, are on the Server, and always when gRPC clients call
+// them through package grpcport.)
 //
 // Registrar also reports the Server's services as a *grpc.Server does
 // (GetServiceInfo), so gRPC-Go's reflection service registers on it:
