@@ -4,10 +4,27 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
 )
 
 // Messages are protocol buffers, encoded straight into the part that
-// carries them.
+// carries them. As with gRPC-Go's codec, they may be messages of the
+// protobuf API of github.com/golang/protobuf as well as of the current
+// one: jhump/protoreflect's dynamic.Message, which grpcurl calls with, is
+// one.
+
+// protoMessage returns m as a message of the current protobuf API: m
+// itself, or a message of the older API seen through it. ok is false if m
+// is neither.
+func protoMessage(m any) (pm proto.Message, ok bool) {
+	switch m := m.(type) {
+	case proto.Message:
+		return m, true
+	case protoadapt.MessageV1:
+		return protoadapt.MessageV2Of(m), true
+	}
+	return nil, false
+}
 
 // outMessage is a message to send, its encoded size computed once: the
 // buffer its part is assembled in is sized from it, and the encoding
@@ -20,7 +37,7 @@ type outMessage struct {
 // newOutMessage prepares m for sending, or fails with the status the call
 // should end with.
 func newOutMessage(m any) (outMessage, error) {
-	pm, ok := m.(proto.Message)
+	pm, ok := protoMessage(m)
 	if !ok {
 		return outMessage{}, status.Errorf(codes.Internal, "rpc: message of type %T is not a protocol buffer", m)
 	}
@@ -60,7 +77,7 @@ func appendMessage(b []byte, m any, limit int) ([]byte, error) {
 
 // decodeMessage decodes p into m; m does not keep p.
 func decodeMessage(p []byte, m any) error {
-	pm, ok := m.(proto.Message)
+	pm, ok := protoMessage(m)
 	if !ok {
 		return status.Errorf(codes.Internal, "rpc: message of type %T is not a protocol buffer", m)
 	}
