@@ -11,6 +11,12 @@
 //
 //	go run ./examples/callbacks -listen 127.0.0.1:7070
 //	go run ./examples/callbacks -connect 127.0.0.1:7070
+//
+// The server serves gRPC's reflection service too, so that muxrpcurl, a
+// module of its own, lists, describes and calls its methods:
+//
+//	(cd rpc/cmd/muxrpcurl && go run . 127.0.0.1:7070 list)
+//	(cd rpc/cmd/muxrpcurl && go run . -d '{"message":"hi"}' 127.0.0.1:7070 muxrpc.echo.v1.Echo/Unary)
 package main
 
 import (
@@ -28,6 +34,10 @@ import (
 
 	echov1 "github.com/muxrpc/muxrpc/proto/echo/v1"
 	"github.com/muxrpc/muxrpc/rpc"
+	"github.com/muxrpc/muxrpc/rpc/grpcstub"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -74,18 +84,24 @@ func serveForever(addr string) error {
 	return newServer(os.Stdout).Serve(lis)
 }
 
-// newServer returns the Echo server. It greets every client that connects
-// through the client's own Notifier, before the client has called anything.
+// newServer returns the Echo server, with gRPC's reflection service, so
+// that tools such as rpc/cmd/muxrpcurl can list, describe and call its
+// methods. It greets every client that connects through the client's own
+// Notifier, before the client has called anything.
 func newServer(out io.Writer) *rpc.Server {
 	srv := rpc.NewServer(rpc.OnPeer(func(p *rpc.Peer) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := echov1.NewNotifierClient(p).Notify(ctx, &echov1.Notification{Message: "welcome, " + p.RemoteAddr().Network() + " client"})
-		if err != nil {
+		switch {
+		case status.Code(err) == codes.Unimplemented: // a client that serves no Notifier, muxrpcurl say
+			fmt.Fprintf(out, "server: the client at %s serves no Notifier; not greeted\n", p.RemoteAddr())
+		case err != nil:
 			fmt.Fprintf(out, "server: greeting failed: %v\n", err)
 		}
 	}))
 	echov1.RegisterEchoServer(srv, &echoServer{})
+	reflection.Register(grpcstub.Registrar(srv))
 	return srv
 }
 

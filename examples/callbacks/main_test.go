@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -34,5 +35,17 @@ announce: the server delivered 2 notifications to this client
 `
 	if got := out.String(); got != want {
 		t.Errorf("the demo printed:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestServesReflection checks that the server serves gRPC's reflection
+// service, which muxrpcurl lists and describes its services with, beside
+// Echo.
+func TestServesReflection(t *testing.T) {
+	info := newServer(io.Discard).GetServiceInfo()
+	for _, name := range []string{"muxrpc.echo.v1.Echo", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} {
+		if _, ok := info[name]; !ok {
+			t.Errorf("the server does not serve %s", name)
+		}
 	}
 }
