@@ -71,6 +71,13 @@ func (s *Server) Interceptors() (UnaryServerInterceptor, StreamServerInterceptor
 	return s.unaryInt, s.streamInt
 }
 
+// MessageSizeLimits returns the largest message the Server receives and
+// the largest it sends in a call (MaxRecvMsgSize, MaxSendMsgSize), for
+// another protocol to apply the same.
+func (s *Server) MessageSizeLimits() (recv, send int) {
+	return s.cfg.peer.maxRecv, s.cfg.peer.maxSend
+}
+
 type identityKey struct{}
 
 // Authenticate runs the Server's Authenticator on a call that another

@@ -67,12 +67,10 @@ func HandshakeTimeout(d time.Duration) Option {
 }
 
 // GRPCOptions passes options to the gRPC-Go server that serves the HTTP/2
-// side: keepalive enforcement, flow control windows, message size limits
-// (the port sets rpc's defaults, rpc.DefaultMaxRecvMsgSize and
-// rpc.DefaultMaxSendMsgSize, which these override; give the same limits
-// as the rpc.Server's if it changes them). Interceptors belong on the
-// rpc.Server, which runs them for both protocols, and credentials on
-// WithTLS.
+// side: keepalive enforcement, flow control windows and the like. The
+// port gives it the rpc.Server's message size limits itself (which these
+// options may override). Interceptors belong on the rpc.Server, which
+// runs them for both protocols, and credentials on WithTLS.
 func GRPCOptions(opts ...grpc.ServerOption) Option {
 	return func(c *config) { c.grpcOptions = append(c.grpcOptions, opts...) }
 }
@@ -88,9 +86,10 @@ func New(srv *rpc.Server, opts ...Option) *Server {
 	if cfg.handshakeTimeout <= 0 {
 		cfg.handshakeTimeout = DefaultHandshakeTimeout
 	}
+	recv, send := srv.MessageSizeLimits()
 	gopts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(rpc.DefaultMaxRecvMsgSize),
-		grpc.MaxSendMsgSize(rpc.DefaultMaxSendMsgSize),
+		grpc.MaxRecvMsgSize(recv),
+		grpc.MaxSendMsgSize(send),
 		grpc.ConnectionTimeout(cfg.handshakeTimeout),
 	}
 	s := &Server{

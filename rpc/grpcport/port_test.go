@@ -401,3 +401,19 @@ func selfSigned(t *testing.T) (*tls.Config, *x509.CertPool) {
 	pool.AddCert(cert)
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
 }
+
+// TestMessageLimitsOnGRPCCalls checks that gRPC calls on the port get the
+// rpc.Server's message size limits.
+func TestMessageLimitsOnGRPCCalls(t *testing.T) {
+	p := startPort(t, mux.Native, []rpc.ServerOption{rpc.MaxRecvMsgSize(1024)})
+	cc := grpcDial(t, p.addr, insecure.NewCredentials())
+	ctx := ctxFor(t, 10*time.Second)
+	out := new(echov1.EchoResponse)
+	if err := cc.Invoke(ctx, echov1.Echo_Unary_FullMethodName, &echov1.EchoRequest{Message: strings.Repeat("x", 900)}, out); err != nil {
+		t.Fatalf("a request under the limit: %v", err)
+	}
+	err := cc.Invoke(ctx, echov1.Echo_Unary_FullMethodName, &echov1.EchoRequest{Message: strings.Repeat("x", 2000)}, out)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a request over the limit: %v, want ResourceExhausted", err)
+	}
+}
