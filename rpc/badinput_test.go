@@ -146,8 +146,8 @@ func part(kind byte, payload ...byte) []byte {
 // server allocates nothing near the sizes claimed, its handler finishes,
 // and the session goes on serving.
 func TestGarbageParts(t *testing.T) {
-	hdr := appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil)
-	hdrSS := appendCallHeader(nil, "/test.Echo/ServerStream", 0, 0, nil)
+	hdr := appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, "")
+	hdrSS := appendCallHeader(nil, "/test.Echo/ServerStream", 0, 0, nil, "")
 	msg, _ := appendMessage(nil, wrapperspb.String("x"), 1<<20)
 	end := appendEmptyPart(nil, partClientEnd)
 	notProto := []byte{0xff, 0xff, 0xff, 0xff}

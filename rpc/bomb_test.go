@@ -86,7 +86,7 @@ func callHeaderBombs(limit int) []headerBomb {
 		b = protowire.AppendTag(b, fieldCallMethod, protowire.BytesType)
 		return protowire.AppendString(b, "/test.Echo/Unary"), start
 	}
-	rest := unaryWire("/test.Echo/Unary", "bombed")[len(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil)):]
+	rest := unaryWire("/test.Echo/Unary", "bombed")[len(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, "")):]
 	call := func(b []byte, start int) []byte { return append(endPart(b, start), rest...) }
 
 	b, start := begin()

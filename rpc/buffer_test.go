@@ -106,7 +106,7 @@ func TestMessagesOfEverySizeClassStayIntact(t *testing.T) {
 			for i, n := range sizes[1:] {
 				first, _ := appendMessage(nil, wrapperspb.String(fill(i, n)), 4<<20)
 				second, _ := appendMessage(nil, wrapperspb.String(fill(i+1, 1<<20)), 4<<20)
-				wire := rawParts(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil), first, second, appendEmptyPart(nil, partClientEnd))
+				wire := rawParts(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, ""), first, second, appendEmptyPart(nil, partClientEnd))
 				a, err := readAnswer(openCall(t, ctx, p, wire, true))
 				if err != nil || status.Code(a.status) != codes.InvalidArgument {
 					errs <- fmt.Errorf("a unary call with a second request of %d bytes: %v, %v", n, err, a.status)

@@ -10,6 +10,7 @@ import (
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 )
@@ -105,9 +106,10 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 	}
 	// One buffer of the right size for the whole write, so that the
 	// message is encoded once into it and never moved.
-	bp := getBuf(callHeaderLen(method, md) + out.partLen() + partPrefixLen)
-	b := appendCallHeader((*bp)[:0], method, timeout, cfg.priority, md)
-	b, err = out.appendPart(b, cfg.maxSend)
+	compression := compressorName(cfg.comp)
+	bp := getBuf(callHeaderLen(method, md, compression) + out.partLen() + partPrefixLen)
+	b := appendCallHeader((*bp)[:0], method, timeout, cfg.priority, md, compression)
+	b, err = out.appendPart(b, cfg.maxSend, cfg.comp)
 	if err != nil {
 		*bp = b
 		putBuf(bp)
@@ -142,11 +144,14 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 			if err := misplacedHeader(got.header != nil, gotReply); err != nil {
 				return err
 			}
-			md, err := parseResponseHeader(payload)
+			md, compression, err := parseResponseHeader(payload)
 			if err != nil { // malformed: the call received no header
 				return p.callError(ctx, aborted.Load(), err)
 			}
 			got.header = md
+			if r.decomp, err = callerDecompressor(compression); err != nil {
+				return err
+			}
 		case partMessage:
 			if gotReply {
 				return grpcstatus.Error(codes.Internal, "rpc: unary call answered with more than one message")
@@ -187,13 +192,14 @@ func newRequest(m any) (outMessage, error) {
 	return newOutMessage(m)
 }
 
-// appendRequest appends the request m as a message part.
-func appendRequest(b []byte, m any, limit int) ([]byte, error) {
+// appendRequest appends the request m as a message part, compressed with
+// comp unless it is nil.
+func appendRequest(b []byte, m any, limit int, comp encoding.Compressor) ([]byte, error) {
 	out, err := newRequest(m)
 	if err != nil {
 		return b, err
 	}
-	return out.appendPart(b, limit)
+	return out.appendPart(b, limit, comp)
 }
 
 // misplacedHeader returns the error of a call whose callee sent a response
@@ -302,7 +308,7 @@ func (p *Peer) newStreamWith(ctx context.Context, desc *StreamDesc, method strin
 	if cs.cfg.priority != mux.PriorityNormal {
 		st.SetPriority(cs.cfg.priority)
 	}
-	cs.pending = appendCallHeader(nil, method, timeout, cs.cfg.priority, md)
+	cs.pending = appendCallHeader(nil, method, timeout, cs.cfg.priority, md, compressorName(cs.cfg.comp))
 	if desc.ClientStreams {
 		// The callee may speak first: let it start the handler now.
 		if _, err := st.Write(cs.pending); err != nil {
@@ -413,7 +419,7 @@ func (cs *clientStream) SendMsg(m any) error {
 		}
 		return err
 	}
-	b, err := appendRequest(cs.pending, m, cs.cfg.maxSend)
+	b, err := appendRequest(cs.pending, m, cs.cfg.maxSend, cs.cfg.comp)
 	if err != nil {
 		cs.pending = b
 		return err
@@ -513,11 +519,14 @@ func (cs *clientStream) nextLocked(toHeader bool) (byte, []byte, error) {
 			if err := misplacedHeader(cs.header != nil, cs.gotMsg); err != nil {
 				return 0, nil, err
 			}
-			md, err := parseResponseHeader(payload)
+			md, compression, err := parseResponseHeader(payload)
 			if err != nil { // malformed: the call received no header
 				return 0, nil, cs.p.callError(cs.ctx, cs.aborted.Load(), err)
 			}
 			cs.header = md
+			if cs.r.decomp, err = callerDecompressor(compression); err != nil {
+				return 0, nil, err
+			}
 			cs.headerDone = true
 			if toHeader {
 				return partResponseHeader, nil, nil

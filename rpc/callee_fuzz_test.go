@@ -1,9 +1,11 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/encoding"
 	"io"
 	"slices"
 	"strings"
@@ -73,6 +75,14 @@ func specCallee(wire []byte) calleeVerdict {
 	v := func(code codes.Code, replies ...string) calleeVerdict {
 		return calleeVerdict{code: code, replies: replies, timeout: h.timeout}
 	}
+	// The caller's compressor: a callee without it answers UNIMPLEMENTED
+	// before reading on (section 13).
+	var comp encoding.Compressor
+	if name := string(h.compression); name != "" && name != "identity" {
+		if comp = encoding.GetCompressor(name); comp == nil {
+			return v(codes.Unimplemented)
+		}
+	}
 	requests := parts[1:]
 	// request returns the request at i, or the status of a call whose
 	// request it cannot be.
@@ -82,12 +92,21 @@ func specCallee(wire []byte) calleeVerdict {
 			c.timeout = h.timeout
 			return "", &c
 		}
-		if requests[i].kind != partMessage {
+		payload := requests[i].payload
+		switch requests[i].kind {
+		case partMessage:
+		case partMessage | partCompressed:
+			var code codes.Code
+			if payload, code = specInflate(comp, payload, fuzzCalleeMaxMsg); code != codes.OK {
+				c := v(code)
+				return "", &c
+			}
+		default:
 			c := v(codes.InvalidArgument)
 			return "", &c
 		}
 		in := new(wrapperspb.StringValue)
-		if decodeMessage(requests[i].payload, in) != nil {
+		if decodeMessage(payload, in) != nil {
 			c := v(codes.Internal)
 			return "", &c
 		}
@@ -101,6 +120,14 @@ func specCallee(wire []byte) calleeVerdict {
 			c := cut()
 			c.timeout = h.timeout
 			return &c
+		case requests[i].kind == partMessage|partCompressed:
+			// Read, so decompressed, before it is found out of place.
+			code := codes.InvalidArgument
+			if _, inflated := specInflate(comp, requests[i].payload, fuzzCalleeMaxMsg); inflated != codes.OK {
+				code = inflated
+			}
+			c := v(code)
+			return &c
 		case requests[i].kind != partClientEnd:
 			c := v(codes.InvalidArgument)
 			return &c
@@ -109,8 +136,14 @@ func specCallee(wire []byte) calleeVerdict {
 	}
 	switch string(h.method) {
 	case "/test.Echo/Unary":
-		// The end part is read before the request is decoded.
-		if len(requests) > 0 && requests[0].kind == partMessage {
+		// The end part is read before the request is decoded, and after
+		// it is decompressed.
+		if len(requests) > 0 && requests[0].kind == partMessage|partCompressed {
+			if _, code := specInflate(comp, requests[0].payload, fuzzCalleeMaxMsg); code != codes.OK {
+				return v(code)
+			}
+		}
+		if len(requests) > 0 && isMessage(requests[0].kind) {
 			if bad := endPart(1); bad != nil {
 				return *bad
 			}
@@ -159,6 +192,32 @@ func specCallee(wire []byte) calleeVerdict {
 	return v(codes.Unimplemented)
 }
 
+// isMessage reports whether a part's kind is MESSAGE's, compressed or not.
+func isMessage(kind byte) bool { return kind&^partCompressed == partMessage }
+
+// specInflate decompresses a compressed MESSAGE's payload p with comp, as
+// section 13 says a receiver whose maximum message size is maxMsg does:
+// the message, or INTERNAL for a direction without a compressor or a
+// payload that does not decompress, RESOURCE_EXHAUSTED for one that
+// inflates past maxMsg.
+func specInflate(comp encoding.Compressor, p []byte, maxMsg int) ([]byte, codes.Code) {
+	if comp == nil {
+		return nil, codes.Internal
+	}
+	zr, err := comp.Decompress(bytes.NewReader(p))
+	if err != nil {
+		return nil, codes.Internal
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, int64(maxMsg)+1))
+	switch {
+	case len(out) > maxMsg:
+		return nil, codes.ResourceExhausted
+	case err != nil:
+		return nil, codes.Internal
+	}
+	return out, codes.OK
+}
+
 // slowDeadline is the timeout below which a fuzzed call may end with
 // DEADLINE_EXCEEDED whatever else it should end with: its deadline may
 // pass while the call is served.
@@ -188,18 +247,33 @@ func handlersIdle(p *Peer, d time.Duration) bool {
 // Unimplemented, ResourceExhausted, Internal, or the handler's own,
 // with, for OK, exactly the responses echoImpl makes; a call whose
 // timeout is short may end with DeadlineExceeded instead, in a trailer
-// or a reset with code 0x104. It sends no response header, and its
-// direction ends right after the trailer. It never panics or hangs: its
+// or a reset with code 0x104. It sends a response header only to name
+// its compressor, and its direction ends right after the trailer. It never panics or hangs: its
 // handler returns, and the next call, a valid one, is answered.
 func FuzzCallee(f *testing.F) {
 	hdr := func(method string, timeout time.Duration, kv ...string) []byte {
-		return appendCallHeader(nil, method, timeout, 0, metadata.Pairs(kv...))
+		return appendCallHeader(nil, method, timeout, 0, metadata.Pairs(kv...), "")
 	}
 	req := func(s string) []byte {
 		b, _ := appendMessage(nil, wrapperspb.String(s), 1<<20)
 		return b
 	}
 	end := appendEmptyPart(nil, partClientEnd)
+	gzip := encoding.GetCompressor("gzip")
+	compressed := func(s string) []byte {
+		o, _ := newOutMessage(wrapperspb.String(s))
+		b, _ := o.appendPart(nil, 1<<20, gzip)
+		return b
+	}
+	zhdr := func(method, compression string) []byte {
+		return appendCallHeader(nil, method, 0, 0, nil, compression)
+	}
+	f.Add(rawParts(zhdr("/test.Echo/Unary", "gzip"), compressed("x"), end))
+	f.Add(rawParts(zhdr("/test.Echo/Bidi", "gzip"), compressed("a"), req("b"), compressed(strings.Repeat("z", 10000)), end))
+	f.Add(rawParts(zhdr("/test.Echo/Unary", "no-such"), compressed("x"), end))
+	f.Add(rawParts(hdr("/test.Echo/Unary", 0), compressed("x"), end))
+	f.Add(rawParts(zhdr("/test.Echo/Unary", "gzip"), part(partMessage|partCompressed, 1, 2, 3), end))
+	f.Add(rawParts(zhdr("/test.Echo/Unary", "gzip"), compressed("x"), compressed("y"), end))
 	f.Add(rawParts(hdr("/test.Echo/Unary", 0), req("x"), end))
 	f.Add(rawParts(hdr("/test.Echo/Unary", time.Minute, "k", "v", "b-bin", "\x00"), req("fail"), end))
 	f.Add(rawParts(hdr("/test.Echo/Unary", 0), req("panic"), end))
@@ -262,6 +336,14 @@ func readCalleeAnswer(st *mux.Stream) (codes.Code, []string, error) {
 			return 0, replies, err
 		}
 		switch kind {
+		case partResponseHeader: // to name the callee's compressor
+			_, compression, err := parseResponseHeader(payload)
+			if err != nil {
+				return 0, replies, err
+			}
+			if r.decomp, err = callerDecompressor(compression); err != nil {
+				return 0, replies, err
+			}
 		case partMessage:
 			out := new(wrapperspb.StringValue)
 			if err := decodeMessage(payload, out); err != nil {

@@ -148,7 +148,7 @@ func TestCalleeEndsCallAtItsDeadline(t *testing.T) {
 		})
 		p := dial(t, serve(t, srv), muxOpt(tr))
 		header := func(method string, timeout time.Duration) []byte {
-			return appendCallHeader(nil, "/test.Echo/"+method, timeout, 0, nil)
+			return appendCallHeader(nil, "/test.Echo/"+method, timeout, 0, nil, "")
 		}
 		wantEndedInTime := func(t *testing.T, st *mux.Stream, start time.Time) {
 			t.Helper()
@@ -223,7 +223,7 @@ func TestEndPartWithPayloadIsMalformed(t *testing.T) {
 		p := dial(t, serve(t, srv), muxOpt(tr))
 		for _, method := range []string{"Unary", "ServerStream", "ClientStream", "Bidi"} {
 			t.Run(method, func(t *testing.T) {
-				hdr := appendCallHeader(nil, "/test.Echo/"+method, 0, 0, nil)
+				hdr := appendCallHeader(nil, "/test.Echo/"+method, 0, 0, nil, "")
 				tl, err := rawCall(ctx, p, rawParts(hdr, msg, endWithPayload), false)
 				if err != nil {
 					t.Fatal(err)
@@ -369,7 +369,7 @@ func TestCallHeaderTimeoutRoundsUp(t *testing.T) {
 		{time.Second, time.Second},
 		{time.Second + time.Nanosecond, time.Second + time.Microsecond},
 	} {
-		h, err := parseCallHeader(appendCallHeader(nil, "/test.Echo/Unary", tc.timeout, 0, nil)[partPrefixLen:])
+		h, err := parseCallHeader(appendCallHeader(nil, "/test.Echo/Unary", tc.timeout, 0, nil, "")[partPrefixLen:])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -399,7 +399,7 @@ func TestBrokenPartEndsStreamingCallAtOnce(t *testing.T) {
 			return s.SendAndClose(wrapperspb.String("ignored the broken part"))
 		}})
 		p := dial(t, serve(t, srv), muxOpt(tr))
-		hdr := appendCallHeader(nil, "/test.Echo/ClientStream", 0, 0, nil)
+		hdr := appendCallHeader(nil, "/test.Echo/ClientStream", 0, 0, nil, "")
 		tl, err := rawCall(ctx, p, rawParts(hdr, msg, part(9, 1, 2, 3)), false)
 		if err != nil {
 			t.Fatal(err)

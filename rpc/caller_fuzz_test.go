@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"google.golang.org/grpc/encoding"
 	"io"
 	"slices"
 	"testing"
@@ -44,23 +45,36 @@ func specCaller(answer []byte, maxRecv int, serverStreams bool) callerVerdict {
 		v.code = code
 		return v
 	}
+	var comp encoding.Compressor // the callee's, from its response header
 	for _, p := range parts {
 		switch p.kind {
 		case partResponseHeader:
 			if v.header != nil || len(v.replies) > 0 {
 				return fail(codes.Internal)
 			}
-			md, err := parseResponseHeader(p.payload)
+			md, compression, err := parseResponseHeader(p.payload)
 			if err != nil {
 				return fail(codes.Internal)
 			}
 			v.header = md
-		case partMessage:
+			if compression != "" && compression != "identity" {
+				if comp = encoding.GetCompressor(compression); comp == nil {
+					return fail(codes.Internal)
+				}
+			}
+		case partMessage, partMessage | partCompressed:
+			payload := p.payload
+			if p.kind == partMessage|partCompressed { // read, so decompressed, before it is found out of place
+				var code codes.Code
+				if payload, code = specInflate(comp, payload, maxRecv); code != codes.OK {
+					return fail(code)
+				}
+			}
 			if !serverStreams && len(v.replies) == 1 {
 				return fail(codes.Internal)
 			}
 			out := new(wrapperspb.StringValue)
-			if decodeMessage(p.payload, out) != nil {
+			if decodeMessage(payload, out) != nil {
 				return fail(codes.Internal)
 			}
 			v.replies = append(v.replies, out.Value)
@@ -144,11 +158,11 @@ func FuzzCaller(f *testing.F) {
 	}
 	ok := appendTrailer(nil, &trailer{})
 	f.Add(rawParts(msg("ok"), ok), uint8(0), uint16(1<<10))
-	f.Add(rawParts(appendResponseHeader(nil, metadata.Pairs("h", "1")), msg("a"), msg("b"), appendTrailer(nil, &trailer{md: metadata.Pairs("t-bin", "\x00")})), uint8(1), uint16(1<<10))
+	f.Add(rawParts(appendResponseHeader(nil, metadata.Pairs("h", "1"), ""), msg("a"), msg("b"), appendTrailer(nil, &trailer{md: metadata.Pairs("t-bin", "\x00")})), uint8(1), uint16(1<<10))
 	f.Add(rawParts(msg("one"), ok), uint8(2), uint16(1<<10))
 	f.Add(appendTrailer(nil, &trailer{code: codes.NotFound, message: "no", details: [][]byte{anyDetail(f, wrapperspb.String("d"))}}), uint8(0), uint16(0))
 	f.Add(rawParts(msg("a"), msg("b"), ok), uint8(0), uint16(1<<10))
-	f.Add(rawParts(msg("a"), appendResponseHeader(nil, metadata.Pairs("h", "1")), ok), uint8(1), uint16(1<<10))
+	f.Add(rawParts(msg("a"), appendResponseHeader(nil, metadata.Pairs("h", "1"), ""), ok), uint8(1), uint16(1<<10))
 	f.Add(rawParts(msg("big"), ok), uint8(0), uint16(3))
 	f.Add(rawParts(msg("x"), appendEmptyPart(nil, partClientEnd)), uint8(1), uint16(1<<10))
 	f.Add(rawParts(msg("cut"))[:4], uint8(0), uint16(1<<10))

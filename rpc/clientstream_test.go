@@ -229,7 +229,7 @@ func scriptedCallee(t *testing.T, tr mux.Transport, answer func(method string) [
 // break the protocol (a callee sends at most one, before any message), so
 // unary and streaming calls fail with Internal, Header included.
 func TestResponseHeaderOutOfPlaceIsInternal(t *testing.T) {
-	hdr := appendResponseHeader(nil, metadata.Pairs("h", "1"))
+	hdr := appendResponseHeader(nil, metadata.Pairs("h", "1"), "")
 	msg, _ := appendMessage(nil, wrapperspb.String("x"), 1<<20)
 	ok := appendTrailer(nil, &trailer{})
 	answers := map[string][]byte{

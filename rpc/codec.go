@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
@@ -47,10 +48,14 @@ func newOutMessage(m any) (outMessage, error) {
 // partLen returns the length of the message's part.
 func (o outMessage) partLen() int { return partPrefixLen + o.size }
 
-// appendPart appends the message's part, or fails with the status the
-// call should end with: an encoding error, or ResourceExhausted for a
-// message over limit.
-func (o outMessage) appendPart(b []byte, limit int) ([]byte, error) {
+// appendPart appends the message's part, compressed with comp unless it
+// is nil, or fails with the status the call should end with: an encoding
+// error, or ResourceExhausted for a message over limit (before
+// compression).
+func (o outMessage) appendPart(b []byte, limit int, comp encoding.Compressor) ([]byte, error) {
+	if comp != nil {
+		return o.appendCompressedPart(b, limit, comp)
+	}
 	b, start := beginPart(b, partMessage)
 	// A message over limit is encoded all the same, since an encoding
 	// error says more and comes first.
@@ -72,7 +77,7 @@ func appendMessage(b []byte, m any, limit int) ([]byte, error) {
 	if err != nil {
 		return b, err
 	}
-	return o.appendPart(b, limit)
+	return o.appendPart(b, limit, nil)
 }
 
 // decodeMessage decodes p into m; m does not keep p.

@@ -27,7 +27,7 @@ func TestDeadlineRacingAFailedReceiveStillSendsATrailer(t *testing.T) {
 	srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
 	p := dial(t, serve(t, srv), muxOpt(mux.Native))
 	req, _ := appendMessage(nil, wrapperspb.String("late"), 1<<20)
-	wire := rawParts(appendCallHeader(nil, "/test.Echo/Bidi", time.Microsecond, 0, nil), req, []byte{partClientEnd, 0x7f, 0xff, 0xff, 0xff})
+	wire := rawParts(appendCallHeader(nil, "/test.Echo/Bidi", time.Microsecond, 0, nil, ""), req, []byte{partClientEnd, 0x7f, 0xff, 0xff, 0xff})
 	err := concurrently(parallel, func(int) error {
 		for range calls / parallel {
 			st, err := p.Session().OpenType(ctx, StreamType)

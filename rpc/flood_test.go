@@ -61,7 +61,7 @@ func floodServer(t *testing.T, tr mux.Transport, h *holdCounter, hold func(ctx c
 // unaryWire is the whole of a unary call of method with request value v,
 // as a caller sends it: call header, request and end part.
 func unaryWire(method, v string) []byte {
-	b := appendCallHeader(nil, method, 0, 0, nil)
+	b := appendCallHeader(nil, method, 0, 0, nil, "")
 	b, _ = appendMessage(b, wrapperspb.String(v), DefaultMaxSendMsgSize)
 	return appendEmptyPart(b, partClientEnd)
 }

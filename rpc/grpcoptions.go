@@ -39,9 +39,7 @@ import (
 //   - grpc.CallContentSubtype, grpc.ForceCodec, grpc.ForceCodecV2,
 //     grpc.CallCustomCodec: accepted for "proto", the only encoding of
 //     muxrpc calls; any other fails the call with Unimplemented.
-//   - grpc.UseCompressor: accepted for "identity" (no compression); any
-//     other fails the call with Unimplemented, for muxrpc calls are not
-//     compressed.
+//   - grpc.UseCompressor: as UseCompressor.
 //   - grpc.CallAuthority: fails the call with Unimplemented: a muxrpc call
 //     has no :authority of its own, it goes to the session's peer.
 //
@@ -101,9 +99,7 @@ func grpcOption(c *callConfig, o any) {
 			c.extras().creds = append(c.extras().creds, cr)
 		}
 	case "CompressorCallOption":
-		if n := v.FieldByName("CompressorType").String(); n != "" && n != "identity" {
-			c.refuse(status.Errorf(codes.Unimplemented, "rpc: grpc.UseCompressor(%q): muxrpc calls are not compressed", n))
-		}
+		c.useCompressor(v.FieldByName("CompressorType").String())
 	case "ContentSubtypeCallOption":
 		if n := v.FieldByName("ContentSubtype").String(); n != "" && !strings.EqualFold(n, "proto") {
 			c.refuse(status.Errorf(codes.Unimplemented, "rpc: grpc.CallContentSubtype(%q): muxrpc calls carry protocol buffers only", n))

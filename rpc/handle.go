@@ -9,8 +9,10 @@ import (
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -108,6 +110,14 @@ func (p *Peer) handle(st *mux.Stream) {
 	if p.srv != nil {
 		c.m = p.srv.lookup(h.method)
 	}
+	if len(h.compression) != 0 {
+		var refused *status.Status
+		if c.r.decomp, refused = calleeCompressor(h.compression); refused != nil {
+			c.ctx = p.ctx
+			c.fail(refused)
+			return
+		}
+	}
 	ctx := p.ctx
 	if h.md != nil {
 		ctx = metadata.NewIncomingContext(ctx, h.md)
@@ -184,7 +194,7 @@ func (c *serverCall) serveUnary() {
 	bp := getBuf(c.pendingHeaderLen() + out.partLen() + partPrefixLen + metadataLen(c.trailer))
 	defer putBuf(bp)
 	b := c.appendPendingHeader((*bp)[:0])
-	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend)
+	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend, c.compressor())
 	if err != nil {
 		c.mu.Unlock()
 		*bp = b
@@ -335,9 +345,12 @@ func afterRequestStatus(c *serverCall, what string, kind byte, err error) *statu
 // readStatus turns an error reading the caller's parts into a status.
 func (c *serverCall) readStatus(err error) *status.Status {
 	var tooLarge *errTooLarge
+	var withStatus interface{ GRPCStatus() *status.Status }
 	switch {
 	case errors.As(err, &tooLarge):
 		return status.New(codes.ResourceExhausted, tooLarge.Error())
+	case errors.As(err, &withStatus): // a message that does not decompress
+		return withStatus.GRPCStatus()
 	case c.Err() != nil:
 		return status.FromContextError(c.Err())
 	case err == io.EOF:
@@ -378,23 +391,30 @@ func (c *serverCall) end(s *status.Status, byExpire bool) error {
 // pendingHeaderLen returns the length of what appendPendingHeader would
 // append. The caller holds c.mu.
 func (c *serverCall) pendingHeaderLen() int {
-	if c.headerSent || len(c.header) == 0 {
+	if c.headerSent || len(c.header) == 0 && c.compressor() == nil {
 		return 0
 	}
-	return partPrefixLen + metadataLen(c.header)
+	return partPrefixLen + metadataLen(c.header) + 1 + protowire.SizeBytes(len(compressorName(c.compressor())))
 }
 
 // appendPendingHeader appends the response header if it is due and not
-// yet sent. The caller holds c.mu.
+// yet sent: with the header metadata, and with the compressor of the
+// answers, which the caller must know before their first message. The
+// caller holds c.mu.
 func (c *serverCall) appendPendingHeader(b []byte) []byte {
 	if !c.headerSent {
 		c.headerSent = true
-		if len(c.header) > 0 {
-			b = appendResponseHeader(b, c.header)
+		if len(c.header) > 0 || c.compressor() != nil {
+			b = appendResponseHeader(b, c.header, compressorName(c.compressor()))
 		}
 	}
 	return b
 }
+
+// compressor returns the call's compressor, nil for none: the caller's,
+// which its requests come in and its answers go out with. It is set
+// before the handler runs and never changes, so it needs no lock.
+func (c *serverCall) compressor() encoding.Compressor { return c.r.decomp }
 
 // SetHeader adds header metadata, sent with the first message, the
 // trailer, or SendHeader. Empty metadata is nothing to add, even once the
@@ -428,7 +448,7 @@ func (c *serverCall) SendHeader(md metadata.MD) error {
 	}
 	c.header = metadata.Join(c.header, md)
 	c.headerSent = true
-	b := appendResponseHeader(nil, c.header)
+	b := appendResponseHeader(nil, c.header, compressorName(c.compressor()))
 	c.mu.Unlock()
 	if _, err := c.st.Write(b); err != nil {
 		return c.sendError(err)
@@ -473,7 +493,7 @@ func (c *serverCall) SendMsg(m any) error {
 	if err != nil {
 		return err
 	}
-	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend)
+	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend, c.compressor())
 	*bp = b
 	if err != nil {
 		return err

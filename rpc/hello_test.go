@@ -290,7 +290,7 @@ func TestSessionWithoutHelloEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.WriteLast(rawParts(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil), mustMessage(t, "x"), appendEmptyPart(nil, partClientEnd)))
+	st.WriteLast(rawParts(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, ""), mustMessage(t, "x"), appendEmptyPart(nil, partClientEnd)))
 	select {
 	case <-sess.Done():
 	case <-time.After(5 * time.Second):
@@ -344,7 +344,7 @@ func TestMalformedHelloIsRefused(t *testing.T) {
 	for name, wire := range map[string][]byte{
 		"garbage":     rawParts(part(partHello, 0xff, 0xff, 0xff)),
 		"no version":  rawParts(part(partHello)),
-		"call header": appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil),
+		"call header": appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, ""),
 		"bad entry":   rawParts(part(partHello, append([]byte{0x08, 0x01}, badEntry...)...)),
 	} {
 		w, sess := exchange(wire)
@@ -375,7 +375,7 @@ func TestMalformedHelloIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	st.WriteLast(rawParts(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil), mustMessage(t, "x"), appendEmptyPart(nil, partClientEnd)))
+	st.WriteLast(rawParts(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, ""), mustMessage(t, "x"), appendEmptyPart(nil, partClientEnd)))
 	a, err := readAnswer(st)
 	if err != nil || a.status != nil || a.messages != 1 {
 		t.Errorf("a call after the second hello: %+v, %v", a, err)

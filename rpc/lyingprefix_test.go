@@ -160,7 +160,7 @@ func TestPartClaimingMoreThanArrivesCostsWhatArrives(t *testing.T) {
 		deadline = time.Second
 	)
 	headerLie := rawParts([]byte{partCallHeader, 0x01, 0x00, 0x00, 0x00}, []byte("0123456789abcdefghij"))
-	messageLie := rawParts(appendCallHeader(nil, "/test.Echo/Unary", deadline, 0, nil), []byte{partMessage, 0x04, 0x00, 0x00, 0x00}, []byte("0123456789abcdefghij"))
+	messageLie := rawParts(appendCallHeader(nil, "/test.Echo/Unary", deadline, 0, nil, ""), []byte{partMessage, 0x04, 0x00, 0x00, 0x00}, []byte("0123456789abcdefghij"))
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		ctx := testCtx(t, 30*time.Second)
 		srv := NewServer(MaxConcurrentCalls(calls), MaxHeaderListSize(16<<20), MaxRecvMsgSize(64<<20), muxOpt(tr))
@@ -242,7 +242,7 @@ func TestPartsOverTheLimitFloodIsResourceExhausted(t *testing.T) {
 	huge := []byte{0xff, 0xff, 0xff, 0xff}
 	wires := [][]byte{
 		rawParts([]byte{partCallHeader}, huge, []byte("junk")),
-		rawParts(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil), []byte{partMessage}, huge, []byte("junk")),
+		rawParts(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, ""), []byte{partMessage}, huge, []byte("junk")),
 	}
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		n := n

@@ -39,7 +39,7 @@ func TestAnnouncedMessageSizeIsNotAllocatedUpFront(t *testing.T) {
 			srv := NewServer(muxOpt(tr))
 			srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
 			p := dial(t, serve(t, srv), muxOpt(tr))
-			wire := rawParts(appendCallHeader(nil, "/test.Echo/Unary", deadline, 0, nil), lyingPrefix)
+			wire := rawParts(appendCallHeader(nil, "/test.Echo/Unary", deadline, 0, nil, ""), lyingPrefix)
 			// On the native transport, half the calls end their stream
 			// inside the message.
 			endEarly := func(i int) bool { return tr == mux.Native && i%2 == 0 }

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"crypto/tls"
+	"google.golang.org/grpc/encoding"
 	"math"
 	"time"
 
@@ -165,7 +166,7 @@ func WithTLS(cfg *tls.Config) DialOption {
 
 // CallOption configures one call. This package's options are Header,
 // Trailer, MaxCallRecvMsgSize, MaxCallSendMsgSize, CallPriority,
-// WaitForReady and StickyKey. gRPC-Go's grpc.CallOption values work too:
+// UseCompressor, WaitForReady and StickyKey. gRPC-Go's grpc.CallOption values work too:
 // each takes effect or fails the call with a clear error (see the list
 // below, "gRPC's call options"). Any other value, an interceptor's own
 // option say, does nothing to the call itself and reaches client
@@ -189,9 +190,8 @@ func WithTLS(cfg *tls.Config) DialOption {
 //     buffer: it sends a call again only if the other side never saw it).
 //   - grpc.CallContentSubtype, grpc.ForceCodec, grpc.ForceCodecV2 and
 //     grpc.CallCustomCodec are accepted for "proto", the one encoding of
-//     muxrpc calls, and fail the call with Unimplemented otherwise;
-//     grpc.UseCompressor likewise for "identity", since muxrpc calls are
-//     not compressed.
+//     muxrpc calls, and fail the call with Unimplemented otherwise.
+//   - grpc.UseCompressor acts as UseCompressor.
 //   - grpc.CallAuthority, and any option of package grpc not listed here,
 //     fail the call with Unimplemented.
 type CallOption any
@@ -203,8 +203,9 @@ type callConfig struct {
 	maxRecv  int
 	maxSend  int
 	priority mux.Priority
-	extra    *callExtras // grpc.Peer, grpc.OnFinish, grpc.PerRPCCredentials; nil without
-	err      error       // why the options fail the call before it is sent
+	comp     encoding.Compressor // the call's compressor; nil: none
+	extra    *callExtras         // grpc.Peer, grpc.OnFinish, grpc.PerRPCCredentials; nil without
+	err      error               // why the options fail the call before it is sent
 }
 
 type callOption func(*callConfig)

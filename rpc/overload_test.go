@@ -44,7 +44,7 @@ func TestRapidResetCallsStayWithinMaxConcurrentCalls(t *testing.T) {
 		if err := sendHello(ctx, sess); err != nil {
 			t.Fatal(err)
 		}
-		b := appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil)
+		b := appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, "")
 		b, _ = appendMessage(b, wrapperspb.String("x"), DefaultMaxSendMsgSize)
 		b = appendEmptyPart(b, partClientEnd)
 		for i := range calls {

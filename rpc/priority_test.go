@@ -73,7 +73,7 @@ func TestCallHeaderLenBoundsEveryCallHeader(t *testing.T) {
 		for _, timeout := range []time.Duration{0, time.Microsecond, maxTimeout} {
 			for _, p := range []mux.Priority{mux.PriorityNormal, mux.PriorityHigh, mux.PriorityLow, 127, -128} {
 				method := "/test.Echo/" + strings.Repeat("m", 200)
-				if got, room := len(appendCallHeader(nil, method, timeout, p, md)), callHeaderLen(method, md); got > room {
+				if got, room := len(appendCallHeader(nil, method, timeout, p, md, "")), callHeaderLen(method, md, ""); got > room {
 					t.Errorf("priority %d, timeout %v, %d metadata keys: the call header takes %d bytes, callHeaderLen reserves %d", p, timeout, len(md), got, room)
 				}
 			}

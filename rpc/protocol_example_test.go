@@ -96,7 +96,7 @@ func TestProtocolWorkedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCaller := rawParts(appendCallHeader(nil, "/test.Echo/Unary", 1500*time.Millisecond, 0, metadata.Pairs("k", "v")), req, appendEmptyPart(nil, partClientEnd))
+	wantCaller := rawParts(appendCallHeader(nil, "/test.Echo/Unary", 1500*time.Millisecond, 0, metadata.Pairs("k", "v"), ""), req, appendEmptyPart(nil, partClientEnd))
 	resp, err := appendMessage(nil, wrapperspb.String("ok"), 1<<20)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"google.golang.org/grpc/status"
 	"io"
 	"net"
 	"slices"
@@ -55,7 +56,7 @@ func specSplit(wire []byte, maxMsg, maxHeader int) (parts []specPart, end specEn
 		}
 		kind, size = wire[0], uint32(wire[1])<<24|uint32(wire[2])<<16|uint32(wire[3])<<8|uint32(wire[4])
 		limit := maxHeader
-		if kind == partMessage {
+		if isMessage(kind) {
 			limit = maxMsg
 		}
 		switch {
@@ -116,11 +117,11 @@ func pipeSessions(t testing.TB) (client, server *mux.Session) {
 // that arrived, so a prefix that claims 4 GiB or the limit costs
 // nothing until the bytes come.
 func FuzzPartStream(f *testing.F) {
-	hdr := appendCallHeader(nil, "/test.Echo/Unary", time.Second, 0, metadata.Pairs("k", "v"))
+	hdr := appendCallHeader(nil, "/test.Echo/Unary", time.Second, 0, metadata.Pairs("k", "v"), "")
 	msg, _ := appendMessage(nil, wrapperspb.String("hi"), 1<<20)
 	end := appendEmptyPart(nil, partClientEnd)
 	f.Add(rawParts(hdr, msg, end), uint16(7), uint16(1<<10), uint16(1<<10))
-	f.Add(rawParts(appendResponseHeader(nil, metadata.Pairs("h", "1")), msg, appendTrailer(nil, &trailer{code: codes.Aborted, message: "x"})), uint16(0), uint16(1<<10), uint16(0))
+	f.Add(rawParts(appendResponseHeader(nil, metadata.Pairs("h", "1"), ""), msg, appendTrailer(nil, &trailer{code: codes.Aborted, message: "x"})), uint16(0), uint16(1<<10), uint16(0))
 	f.Add(rawParts([]byte{partMessage, 0xff, 0xff, 0xff, 0xff}, []byte("0123456789")), uint16(3), uint16(0xffff), uint16(0xffff))    // 4 GiB claimed
 	f.Add(rawParts([]byte{partCallHeader, 0x00, 0x00, 0xff, 0xff}, []byte("0123456789")), uint16(3), uint16(0xffff), uint16(0xffff)) // the limit claimed, 10 bytes sent
 	f.Add(rawParts(hdr, []byte{partClientEnd, 0, 0, 0, 1, 0}), uint16(100), uint16(0), uint16(0))
@@ -171,6 +172,14 @@ func FuzzPartStream(f *testing.F) {
 				checkPartsEnd(t, err, end, kind, size, int(maxMsg), limit)
 				break
 			}
+			if parts[i].kind == partMessage|partCompressed {
+				// A compressed message on a reader that expects none
+				// (section 13): INTERNAL, and the reading stops.
+				if status.Code(err) != codes.Internal {
+					t.Fatalf("part %d: a compressed message where none is expected: %v, want Internal", i, err)
+				}
+				break
+			}
 			if err != nil || gotKind != parts[i].kind || !slices.Equal(payload, parts[i].payload) {
 				t.Fatalf("part %d: read kind %d, % x, %v; want kind %d, % x", i, gotKind, payload, err, parts[i].kind, parts[i].payload)
 			}
@@ -195,7 +204,7 @@ func checkPartsEnd(t *testing.T, err error, end specEnd, kind byte, size uint32,
 		}
 	case endTooLarge:
 		limit := maxHeader
-		if kind == partMessage {
+		if isMessage(kind) {
 			limit = maxMsg
 		}
 		if !errors.As(err, &tooLarge) || tooLarge.kind != kind || tooLarge.size != size || tooLarge.max != limit {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/muxrpc/muxrpc/mux"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -32,6 +33,11 @@ const (
 	partClientEnd      byte = 3
 	partResponseHeader byte = 4
 	partTrailer        byte = 5
+
+	// partCompressed is the flag of a MESSAGE part whose payload is
+	// compressed with its direction's compressor (PROTOCOL.md, section
+	// 13): the part's kind is partMessage|partCompressed.
+	partCompressed byte = 0x80
 )
 
 const partPrefixLen = 5
@@ -68,12 +74,14 @@ const (
 
 // Field numbers of the header and trailer messages.
 const (
-	fieldCallMethod   = 1
-	fieldCallTimeout  = 2
-	fieldCallMetadata = 3
-	fieldCallPriority = 4
+	fieldCallMethod      = 1
+	fieldCallTimeout     = 2
+	fieldCallMetadata    = 3
+	fieldCallPriority    = 4
+	fieldCallCompression = 5
 
-	fieldHeaderMetadata = 1
+	fieldHeaderMetadata    = 1
+	fieldHeaderCompression = 2
 
 	fieldTrailerCode     = 1
 	fieldTrailerMessage  = 2
@@ -103,16 +111,19 @@ func appendEmptyPart(b []byte, kind byte) []byte {
 
 // callHeader is a decoded call header. method aliases the part's payload.
 type callHeader struct {
-	method   []byte
-	timeout  time.Duration // 0: none
-	md       metadata.MD
-	priority mux.Priority
+	method      []byte
+	timeout     time.Duration // 0: none
+	md          metadata.MD
+	priority    mux.Priority
+	compression []byte // the compressor of the caller's messages; empty: none
 }
 
 // appendCallHeader appends the call header part. The timeout goes out in
 // whole microseconds, rounded up, so the callee's deadline is never
 // earlier than the caller's.
-func appendCallHeader(b []byte, method string, timeout time.Duration, prio mux.Priority, md metadata.MD) []byte {
+// compression names the compressor of the caller's compressed messages,
+// "" for none.
+func appendCallHeader(b []byte, method string, timeout time.Duration, prio mux.Priority, md metadata.MD, compression string) []byte {
 	b, start := beginPart(b, partCallHeader)
 	b = protowire.AppendTag(b, fieldCallMethod, protowire.BytesType)
 	b = protowire.AppendString(b, method)
@@ -124,6 +135,10 @@ func appendCallHeader(b []byte, method string, timeout time.Duration, prio mux.P
 	if prio != mux.PriorityNormal {
 		b = protowire.AppendTag(b, fieldCallPriority, protowire.VarintType)
 		b = protowire.AppendVarint(b, protowire.EncodeZigZag(int64(prio)))
+	}
+	if compression != "" {
+		b = protowire.AppendTag(b, fieldCallCompression, protowire.BytesType)
+		b = protowire.AppendString(b, compression)
 	}
 	return endPart(b, start)
 }
@@ -146,6 +161,8 @@ func parseCallHeader(p []byte) (callHeader, error) {
 			// A sint32 on the wire; the last one counts, clamped to
 			// the range of mux.Priority.
 			h.priority = mux.Priority(min(max(int64(int32(protowire.DecodeZigZag(x&0xFFFFFFFF))), math.MinInt8), math.MaxInt8))
+		case num == fieldCallCompression && typ == protowire.BytesType:
+			h.compression = v
 		}
 		return nil
 	})
@@ -159,23 +176,34 @@ func parseCallHeader(p []byte) (callHeader, error) {
 // overflow.
 const maxTimeout = 100 * 365 * 24 * time.Hour
 
-// appendMetadataPart appends a response header part.
-func appendResponseHeader(b []byte, md metadata.MD) []byte {
+// appendResponseHeader appends a response header part; compression names
+// the compressor of the callee's compressed messages, "" for none.
+func appendResponseHeader(b []byte, md metadata.MD, compression string) []byte {
 	b, start := beginPart(b, partResponseHeader)
 	b = appendMetadata(b, fieldHeaderMetadata, md)
+	if compression != "" {
+		b = protowire.AppendTag(b, fieldHeaderCompression, protowire.BytesType)
+		b = protowire.AppendString(b, compression)
+	}
 	return endPart(b, start)
 }
 
-func parseResponseHeader(p []byte) (metadata.MD, error) {
+// parseResponseHeader decodes a response header: its metadata, never nil,
+// and the name of the callee's compressor, "" for none.
+func parseResponseHeader(p []byte) (metadata.MD, string, error) {
 	md := metadata.MD{}
 	entries := 0
+	var compression string
 	err := parseFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-		if num == fieldHeaderMetadata && typ == protowire.BytesType {
+		switch {
+		case num == fieldHeaderMetadata && typ == protowire.BytesType:
 			return addEntry(&md, &entries, v)
+		case num == fieldHeaderCompression && typ == protowire.BytesType:
+			compression = string(v)
 		}
 		return nil
 	})
-	return md, err
+	return md, compression, err
 }
 
 // trailer is a decoded trailer: the call's status and trailer metadata.
@@ -297,9 +325,10 @@ func metadataLen(md metadata.MD) int {
 
 // callHeaderLen returns at least the length of the call header part that
 // appendCallHeader appends.
-func callHeaderLen(method string, md metadata.MD) int {
+func callHeaderLen(method string, md metadata.MD, compression string) int {
 	return partPrefixLen + 1 + protowire.SizeBytes(len(method)) + 1 + protowire.SizeVarint(math.MaxUint64) + metadataLen(md) +
-		1 + protowire.SizeVarint(protowire.EncodeZigZag(math.MinInt8)) // the priority
+		1 + protowire.SizeVarint(protowire.EncodeZigZag(math.MinInt8)) + // the priority
+		1 + protowire.SizeBytes(len(compression))
 }
 
 func entrySize(k, v string) int {
@@ -381,7 +410,8 @@ type partReader struct {
 	maxMsg    int
 	maxHeader int // the limit of other parts; 0: defaultMaxHeaderListSize
 	prefix    [partPrefixLen]byte
-	box       *[]byte // the pooled buffer payloads are read into
+	box       *[]byte             // the pooled buffer payloads are read into
+	decomp    encoding.Compressor // the compressor of compressed messages; nil: none expected
 }
 
 // release returns the reader's buffer to the pool.
@@ -422,12 +452,16 @@ func (r *partReader) readFull(p []byte) error {
 
 // errTooLarge reports a part over the size limit; the payload was not read.
 type errTooLarge struct {
-	kind byte
-	size uint32
-	max  int
+	kind         byte
+	size         uint32
+	max          int
+	decompressed bool // the size is what decompressing a message made of it, so far
 }
 
 func (e *errTooLarge) Error() string {
+	if e.decompressed {
+		return fmt.Sprintf("received message after decompression larger than max (at least %d vs. %d)", e.size, e.max)
+	}
 	if e.kind == partMessage {
 		return fmt.Sprintf("received message larger than max (%d vs. %d)", e.size, e.max)
 	}
@@ -447,11 +481,11 @@ func (r *partReader) next() (byte, []byte, error) {
 	if limit <= 0 {
 		limit = defaultMaxHeaderListSize
 	}
-	if kind == partMessage {
+	if kind == partMessage || kind == partMessage|partCompressed {
 		limit = r.maxMsg
 	}
 	if uint64(size) > uint64(limit) {
-		return kind, nil, &errTooLarge{kind, size, limit}
+		return kind, nil, &errTooLarge{kind: kind, size: size, max: limit}
 	}
 	if kind == partClientEnd && size != 0 {
 		return kind, nil, fmt.Errorf("%w: end part with a payload of %d bytes", errMalformed, size)
@@ -462,6 +496,10 @@ func (r *partReader) next() (byte, []byte, error) {
 			err = fmt.Errorf("%w: stream ended inside a part", errMalformed)
 		}
 		return kind, nil, err
+	}
+	if kind == partMessage|partCompressed {
+		p, err = r.inflate(p)
+		return partMessage, p, err
 	}
 	return kind, p, nil
 }

@@ -306,9 +306,9 @@ func entryBytes(k, v string) []byte {
 // CALL_HEADER part that decodes to the same. Large inputs cost
 // allocations in proportion to their size.
 func FuzzCallHeader(f *testing.F) {
-	f.Add(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil)[partPrefixLen:])
-	f.Add(appendCallHeader(nil, "/test.Echo/Unary", time.Nanosecond, 0, nil)[partPrefixLen:])
-	f.Add(appendCallHeader(nil, "/a.B/C", maxTimeout+time.Hour, 0, metadata.Pairs("k", "v", "k", "w", "x-bin", "\x00\xff"))[partPrefixLen:])
+	f.Add(appendCallHeader(nil, "/test.Echo/Unary", 0, 0, nil, "")[partPrefixLen:])
+	f.Add(appendCallHeader(nil, "/test.Echo/Unary", time.Nanosecond, 0, nil, "")[partPrefixLen:])
+	f.Add(appendCallHeader(nil, "/a.B/C", maxTimeout+time.Hour, 0, metadata.Pairs("k", "v", "k", "w", "x-bin", "\x00\xff"), "")[partPrefixLen:])
 	f.Add(callHeaderWith("/a.B/C", "grpc-timeout", "1S", ":authority", "x", "te", "trailers", "ok", "yes")[partPrefixLen:])
 	f.Add(callHeaderWith("/a.B/C", "Upper", "v")[partPrefixLen:])
 	f.Add(callHeaderWith("/a.B/C", "k", "\x7f")[partPrefixLen:])
@@ -319,9 +319,9 @@ func FuzzCallHeader(f *testing.F) {
 	unknown = protowire.AppendTag(unknown, 10, protowire.EndGroupType)
 	f.Add(unknown)
 	f.Add(protowire.AppendTag(nil, fieldCallTimeout, protowire.VarintType)) // no method, and a truncated varint
-	f.Add(appendCallHeader(nil, "/a.B/C", 0, mux.PriorityHigh, nil)[partPrefixLen:])
-	f.Add(appendCallHeader(nil, "/a.B/C", 0, mux.Priority(-128), nil)[partPrefixLen:])
-	wide := protowire.AppendTag(appendCallHeader(nil, "/a.B/C", 0, 0, nil)[partPrefixLen:], fieldCallPriority, protowire.VarintType)
+	f.Add(appendCallHeader(nil, "/a.B/C", 0, mux.PriorityHigh, nil, "")[partPrefixLen:])
+	f.Add(appendCallHeader(nil, "/a.B/C", 0, mux.Priority(-128), nil, "")[partPrefixLen:])
+	wide := protowire.AppendTag(appendCallHeader(nil, "/a.B/C", 0, 0, nil, "")[partPrefixLen:], fieldCallPriority, protowire.VarintType)
 	f.Add(protowire.AppendVarint(wide, 1<<40|4000)) // a sint32 of more than 32 bits, and beyond int8
 	f.Fuzz(func(t *testing.T, p []byte) {
 		h, err := parseCallHeader(p)
@@ -353,7 +353,7 @@ func FuzzCallHeader(f *testing.F) {
 		if !bytes.Equal(h.method, get(spec, "method").Bytes()) || h.timeout != timeout || !sameMD(h.md, wantMD) || h.priority != prio {
 			t.Fatalf("% x: decoded %q, %v, %v, priority %d; the spec says %q, %v, %v, %d", p, h.method, h.timeout, h.md, h.priority, get(spec, "method").Bytes(), timeout, wantMD, prio)
 		}
-		again, err := parseCallHeader(wantPart(t, appendCallHeader(nil, string(h.method), h.timeout, h.priority, h.md), partCallHeader))
+		again, err := parseCallHeader(wantPart(t, appendCallHeader(nil, string(h.method), h.timeout, h.priority, h.md, ""), partCallHeader))
 		if err != nil || !bytes.Equal(again.method, h.method) || again.timeout != h.timeout || !sameMD(again.md, h.md) || again.priority != h.priority {
 			t.Fatalf("%q, %v, %v, %d encoded and decoded again: %q, %v, %v, %d, %v", h.method, h.timeout, h.md, h.priority, again.method, again.timeout, again.md, again.priority, err)
 		}
@@ -372,14 +372,14 @@ func FuzzCallHeader(f *testing.F) {
 // same. Large inputs cost allocations in proportion to their size.
 func FuzzResponseHeader(f *testing.F) {
 	f.Add([]byte{})
-	f.Add(appendResponseHeader(nil, metadata.Pairs("k", "v"))[partPrefixLen:])
-	f.Add(appendResponseHeader(nil, metadata.Pairs("a", "1", "a", "2", "b-bin", "\x00\x01\xfe", "c.d_e-f", " ~"))[partPrefixLen:])
+	f.Add(appendResponseHeader(nil, metadata.Pairs("k", "v"), "")[partPrefixLen:])
+	f.Add(appendResponseHeader(nil, metadata.Pairs("a", "1", "a", "2", "b-bin", "\x00\x01\xfe", "c.d_e-f", " ~"), "")[partPrefixLen:])
 	f.Add(appendEntries(nil, fieldHeaderMetadata, "grpc-status", "0", ":status", "200", "content-type", "application/grpc"))
 	f.Add(appendEntries(nil, fieldHeaderMetadata, "k", "line\nbreak"))
 	f.Add(appendEntries(nil, fieldHeaderMetadata, "k\xff", "v"))
 	f.Add(append(appendEntries(nil, fieldHeaderMetadata, "k", "v"), 0x0a, 0x05, 0x0a)) // an entry cut short
 	f.Fuzz(func(t *testing.T, p []byte) {
-		md, err := parseResponseHeader(p)
+		md, _, err := parseResponseHeader(p)
 		if overEntryLimit(t, err, p, fieldHeaderMetadata) {
 			return
 		}
@@ -405,7 +405,7 @@ func FuzzResponseHeader(f *testing.F) {
 		if md == nil || !sameMD(md, wantMD) {
 			t.Fatalf("% x: decoded %#v; the spec says %v", p, md, wantMD)
 		}
-		again, err := parseResponseHeader(wantPart(t, appendResponseHeader(nil, md), partResponseHeader))
+		again, _, err := parseResponseHeader(wantPart(t, appendResponseHeader(nil, md, ""), partResponseHeader))
 		if err != nil || !sameMD(again, md) {
 			t.Fatalf("%v encoded and decoded again: %v, %v", md, again, err)
 		}
@@ -612,7 +612,7 @@ func FuzzMetadataEntry(f *testing.F) {
 			if sent != nil {
 				t.Fatalf("%q: %q: the sender refuses what a receiver accepts: %v", k, v, sent)
 			}
-			again, err := parseResponseHeader(appendMetadata(nil, fieldHeaderMetadata, metadata.MD{k: {v}}))
+			again, _, err := parseResponseHeader(appendMetadata(nil, fieldHeaderMetadata, metadata.MD{k: {v}}))
 			if err != nil || !sameMD(again, metadata.MD{k: {v}}) {
 				t.Fatalf("%q: %q encoded and decoded again: %v, %v", k, v, again, err)
 			}
@@ -695,7 +695,7 @@ func checkDecoderAllocs(t *testing.T, size int) {
 	}
 	responseHeader := func(p []byte) func() {
 		return func() {
-			if _, err := parseResponseHeader(p); err != nil && !errors.Is(err, errTooManyEntries) {
+			if _, _, err := parseResponseHeader(p); err != nil && !errors.Is(err, errTooManyEntries) {
 				t.Fatal(err)
 			}
 		}
