@@ -2,6 +2,7 @@ package mux
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"time"
@@ -30,6 +31,9 @@ func (s *Session) smuxAcceptLoop() {
 				// smuxKeepAlive); when this side closed it, fail has
 				// recorded why already and ignores this.
 				err = ErrKeepAliveTimeout
+			}
+			if errors.Is(err, smux.ErrInvalidProtocol) {
+				err = fmt.Errorf("%w: %w", ErrProtocol, err) // a frame smux cannot read
 			}
 			s.fail(err)
 			return
