@@ -58,6 +58,14 @@
 // response headers and trailers with [SetHeader], [SendHeader],
 // [SetTrailer] in handlers and the [Header] and [Trailer] call options.
 //
+// The package logs with log/slog, to the logger of [WithLogger] or
+// slog.Default(): a handler's panic at Error, with the method, the
+// caller's address and the stack (the caller gets Internal without the
+// panic value), sessions that ended because the peer broke the protocol
+// or stopped answering at Warn, and refused or otherwise ended sessions
+// at Debug; never a successful call, and nothing once per call at Info
+// or above. WithLogger's documentation lists the events.
+//
 // The types that generated code uses ([ServiceDesc], [ClientConnInterface],
 // [ServiceRegistrar], the typed streams) mirror grpc-go's, so code and
 // habits carry over; package interceptors adapts go-grpc-middleware's

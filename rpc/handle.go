@@ -144,7 +144,7 @@ func (p *Peer) handle(st *mux.Stream) {
 	st.OnAbort(c.cancel) // the caller reset its stream, or the session ended: the handler's context ends
 	defer func() {
 		if r := recover(); r != nil {
-			c.fail(status.Newf(codes.Internal, "handler for %s panicked: %v", c.m.fullName, r))
+			c.fail(c.panicked(r)) // logs r; see logging.go
 		}
 	}()
 	if c.m.unary != nil {

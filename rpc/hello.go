@@ -302,6 +302,7 @@ func (p *Peer) awaitHello() {
 	var taken atomic.Bool
 	timer := time.AfterFunc(p.handshakeTimeout(), func() {
 		if !taken.Load() {
+			p.logNoHello()
 			p.sess.GoAway(mux.GoAwayProtocolError, []byte("no session hello"))
 			p.kill()
 		}
@@ -323,6 +324,7 @@ func (p *Peer) welcome(st *mux.Stream) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.handshakeTimeout())
 	defer cancel()
 	h, err := readHello(ctx, st, p.cfg.maxHeader)
+	byAuth := err == nil // a failure from here on is the Authenticator's
 	var g *greeting
 	if err == nil {
 		g, err = p.authenticate(ctx, h)
@@ -342,6 +344,7 @@ func (p *Peer) welcome(st *mux.Stream) {
 	_, werr := st.WriteLast(appendWelcome(nil, s, services))
 	switch {
 	case err != nil:
+		p.logRefusal(ctx, s, byAuth)
 		st.Close()
 		p.refuse()
 	case werr != nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"google.golang.org/grpc/encoding"
+	"log/slog"
 	"math"
 	"time"
 
@@ -44,6 +45,7 @@ type peerConfig struct {
 	client       clientParams                               // a Client's own options; see NewClient
 	owner        *Client                                    // the Client the Peer is a session of, if any
 	sessionMD    func(context.Context) (metadata.MD, error) // see WithSessionMetadataFunc
+	logger       *slog.Logger                               // see WithLogger; nil: slog.Default()
 }
 
 type serverConfig struct {

@@ -134,6 +134,7 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 	sess.AfterFunc(func() {
 		p.cancel() // handlers' contexts end with the session
 		p.wake()   // a drain no longer waits for outgoing calls
+		p.logSessionEnd()
 	})
 	return p
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
+	"runtime/debug"
 
 	"github.com/muxrpc/muxrpc/rpc"
 	"google.golang.org/grpc"
@@ -48,7 +50,7 @@ func (b bridge) unaryHandler(method string, h rpc.MethodHandler) grpc.MethodHand
 		if err != nil {
 			return nil, err
 		}
-		defer recoverHandler(method, &err)
+		defer b.recoverHandler(ctx, method, &err)
 		return h(impl, ctx, dec, b.unary)
 	}
 }
@@ -59,7 +61,7 @@ func (b bridge) streamHandler(info *rpc.StreamServerInfo, h rpc.StreamHandler) g
 		if err != nil {
 			return err
 		}
-		defer recoverHandler(info.FullMethod, &err)
+		defer b.recoverHandler(ctx, info.FullMethod, &err)
 		ss := &serverStream{ServerStream: gs, ctx: ctx}
 		if b.stream == nil {
 			return h(impl, ss)
@@ -93,12 +95,26 @@ func callHello(ctx context.Context) *rpc.SessionHello {
 }
 
 // recoverHandler turns a handler's panic into the call's Internal error,
-// as the rpc.Server does for its own calls: gRPC-Go's server would let it
-// crash the process.
-func recoverHandler(method string, err *error) {
-	if r := recover(); r != nil {
-		*err = status.Errorf(codes.Internal, "handler for %s panicked: %v", method, r)
+// as the rpc.Server does for its own calls (gRPC-Go's server would let it
+// crash the process): logged with the stack by the rpc.Server's logger,
+// and the status without the panic value.
+func (b bridge) recoverHandler(ctx context.Context, method string, err *error) {
+	r := recover()
+	if r == nil {
+		return
 	}
+	stack := debug.Stack()
+	attrs := make([]slog.Attr, 0, 6)
+	attrs = append(attrs, slog.String("method", method))
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, slog.String("peer", p.Addr.String()))
+	}
+	if id, _ := rpc.IdentityFromContext(ctx); id.Name != "" {
+		attrs = append(attrs, slog.String("identity", id.Name))
+	}
+	attrs = append(attrs, slog.Any("panic", r), slog.String("stack", string(stack)))
+	b.srv.Logger().LogAttrs(ctx, slog.LevelError, "rpc: handler panicked", attrs...)
+	*err = status.Errorf(codes.Internal, "rpc: handler for %s panicked", method)
 }
 
 // serverStream is a gRPC stream in its handler's context.
