@@ -23,11 +23,12 @@ import (
 // ends.
 //
 // Only the goroutine reading the session uses it. Every read that brings
-// bytes is a sign of life, for keepalive.
+// bytes is a sign of life, for keepalive, and is counted, for Stats.
 type connReader struct {
 	conn  net.Conn
 	raw   syscall.RawConn // nil: reads go through conn.Read
 	heard *atomic.Int64   // when bytes last arrived, in unix nanos
+	recv  *atomic.Uint64  // bytes read, for Stats
 
 	box  *[]byte // the buffer, from readBufs; nil while the reader holds none
 	r, w int     // (*box)[r:w] is unread
@@ -48,8 +49,8 @@ var readBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
-func newConnReader(conn net.Conn, heard *atomic.Int64) *connReader {
-	c := &connReader{conn: conn, heard: heard}
+func newConnReader(conn net.Conn, heard *atomic.Int64, recv *atomic.Uint64) *connReader {
+	c := &connReader{conn: conn, heard: heard, recv: recv}
 	newRawReader(c)
 	return c
 }
@@ -152,6 +153,7 @@ func (c *connReader) read(p []byte, own bool) (int, error) {
 	}
 	if n > 0 {
 		c.heard.Store(now())
+		c.recv.Add(uint64(n))
 		if own {
 			c.w += n
 		}

@@ -116,6 +116,18 @@
 // opens no stream keeps its session unless [Config.IdleTimeout] is set:
 // the session then ends, as by Close, with [ErrIdleTimeout].
 //
+// # Introspection
+//
+// [Session.Stats] returns a snapshot for an operator: the transport, when
+// the session started, its open streams, the bytes written to and read
+// from its connection (handshake and framing included, so that one
+// side's BytesSent is the other's BytesReceived once the session is
+// idle), and the round trip of the last ping answered, which keepalive
+// measures every [Config.KeepAliveInterval] of quiet on the native
+// transport. Counting costs one atomic addition per read or write of the
+// connection, where the session counts its bytes anyway. On the Smux
+// transport LastRTT stays 0: smux's keepalive is never answered.
+//
 // # Transports
 //
 // [Native], the default, is this package's own framing, described in

@@ -30,7 +30,8 @@ func (s *Session) handshake(ctx context.Context) error {
 	})
 	written := make(chan error, 1)
 	go func() {
-		_, err := s.conn.Write(out)
+		n, err := s.conn.Write(out)
+		s.bytesSent.Add(uint64(n))
 		written <- err
 	}()
 	err := s.readHandshake()
@@ -51,7 +52,9 @@ func (s *Session) handshake(ctx context.Context) error {
 // preface, costs no read buffer.
 func (s *Session) readHandshake() error {
 	var pre [prefaceLen]byte
-	if n, err := io.ReadFull(s.conn, pre[:]); err != nil {
+	n, err := io.ReadFull(s.conn, pre[:])
+	s.bytesRecv.Add(uint64(n))
+	if err != nil {
 		if n > 0 && !bytesArePrefixOfPreface(pre[:n]) {
 			return fmt.Errorf("mux: handshake: %w: got %q", ErrNotMuxrpc, pre[:n])
 		}
@@ -60,7 +63,7 @@ func (s *Session) readHandshake() error {
 	if err := checkPreface(pre[:]); err != nil {
 		return fmt.Errorf("mux: handshake: %w", err)
 	}
-	s.br = newConnReader(s.conn, &s.heardAt)
+	s.br = newConnReader(s.conn, &s.heardAt, &s.bytesRecv)
 	hb, err := s.br.Peek(frameHeaderLen)
 	if err != nil {
 		return fmt.Errorf("mux: handshake: reading settings: %w", err)

@@ -15,7 +15,7 @@ import (
 func TestReaderWaitsHoldingNoBuffer(t *testing.T) {
 	a, b := tcpConns(t)
 	var heard atomic.Int64
-	r := newConnReader(b, &heard)
+	r := newConnReader(b, &heard, new(atomic.Uint64))
 	if r.raw == nil {
 		t.Fatal("a TCP connection on a Unix system is read without raw reads")
 	}

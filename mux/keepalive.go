@@ -55,7 +55,8 @@ func (s *Session) stopTimersLocked() {
 // behind it. A side that only receives pings too, because the peer cannot
 // always see its bytes drain: on a slow link they may wait in a buffer
 // beyond the peer's socket (a router's), and the peer hears only this
-// side's pings until they have crossed.
+// side's pings until they have crossed. Keepalive's pings carry sequence
+// number 0; the answer to the oldest unanswered one gives Stats' LastRTT.
 func (s *Session) startKeepAlive() {
 	interval, timeout := s.cfg.KeepAliveInterval, s.cfg.KeepAliveTimeout
 	var pinged time.Time // runs never overlap, and s.mu orders them
@@ -71,6 +72,7 @@ func (s *Session) startKeepAlive() {
 		}
 		if (now.Sub(heard) >= interval || now.Sub(sent) >= interval) && now.Sub(pinged) >= interval {
 			pinged = now
+			s.keepAliveAt.CompareAndSwap(0, now.UnixNano()) // an older ping unanswered keeps its time
 			s.sendPing(0, false)
 		}
 		return interval / 4

@@ -324,6 +324,12 @@ func (s *Session) onPing(h frameHeader) error {
 		s.sendPing(seq, true)
 		return nil
 	}
+	if seq == 0 { // keepalive's
+		if at := s.keepAliveAt.Swap(0); at != 0 {
+			s.lastRTT.Store(now() - at)
+		}
+		return nil
+	}
 	s.mu.Lock()
 	if answered := s.pings[seq]; answered != nil {
 		close(answered)

@@ -97,6 +97,15 @@ type Session struct {
 	draining    chan struct{} // closed once this side may open no more streams; see Draining
 	wg          sync.WaitGroup
 	closeCalled atomic.Bool
+
+	// Introspection (stats.go): counted where the bytes meet the
+	// connection, one atomic add per read or write, and set where a ping's
+	// answer arrives.
+	started     time.Time
+	bytesSent   atomic.Uint64
+	bytesRecv   atomic.Uint64
+	keepAliveAt atomic.Int64 // unix nanos when keepalive's unanswered ping left; 0 when none waits
+	lastRTT     atomic.Int64 // the round trip of the last ping answered, in nanoseconds
 }
 
 // slotWaiter is an OpenType call waiting for a free slot among the peer's
@@ -136,8 +145,9 @@ func newSession(ctx context.Context, conn net.Conn, cfg *Config, client bool) (*
 		done:      make(chan struct{}),
 		draining:  make(chan struct{}),
 		nextID:    2,
+		started:   time.Now(),
 	}
-	s.sock = newSocket(conn, s.progressed)
+	s.sock = newSocket(conn, s.progressed, &s.bytesSent)
 	s.heardAt.Store(now())
 	s.activeAt.Store(now())
 	if client {
@@ -310,7 +320,9 @@ func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 	s.sendPing(seq, false)
 	select {
 	case <-answered:
-		return time.Since(start), nil
+		rtt := time.Since(start)
+		s.lastRTT.Store(int64(rtt))
+		return rtt, nil
 	case <-s.done:
 		return 0, s.Err()
 	case <-ctx.Done():

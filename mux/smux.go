@@ -41,7 +41,7 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 		return nil, err
 	}
 	hb := boundHandshake(ctx, conn, c.HandshakeTimeout)
-	rw := newSmuxConn(conn)
+	rw := newSmuxConn(conn, s)
 	if err := s.smuxHandshake(ctx, rw, sc, client); err != nil {
 		if s.smux != nil {
 			s.smux.Close()
@@ -130,6 +130,7 @@ func (s *Session) smuxHandshake(ctx context.Context, rw *smuxConn, sc *smux.Conf
 		if err != nil {
 			return err
 		}
+		s.bytesRecv.Add(uint64(len(hello))) // read from the connection here, replayed to smux below
 		rw.replay = hello
 	}
 	t := &smuxSession{conn: rw, streams: make(map[uint32]smuxEntry)}

@@ -199,6 +199,7 @@ type smuxConn struct {
 	br      *bufio.Reader               // reads the replay, then Conn; smux's receiving goroutine's
 	in, out smuxScanner                 // used by smux's receiving and sending goroutines
 	fl      atomic.Pointer[smuxFlusher] // set once the session is established: writes go through it
+	stats   *Session                    // counts the bytes read and written, for Stats
 }
 
 // smuxReadBufferSize is the size of a session's read buffer: as the native
@@ -210,8 +211,8 @@ const smuxReadBufferSize = readBufferSize
 // with smux's first read, once smux has started: on a server, once the
 // client's first frames have arrived (see readSmuxHello), so that a
 // silent connection costs no buffer.
-func newSmuxConn(conn net.Conn) *smuxConn {
-	return &smuxConn{Conn: conn}
+func newSmuxConn(conn net.Conn, s *Session) *smuxConn {
+	return &smuxConn{Conn: conn, stats: s}
 }
 
 // Read hands smux what the buffer holds, and follows the frames in it. The
@@ -234,7 +235,7 @@ func (c *smuxConn) Read(p []byte) (int, error) {
 
 // smuxRawReader is what a smuxConn's buffer reads from: the handshake's
 // replay, then the connection, noting for keepalive that the peer is
-// alive.
+// alive, and counting the bytes for Stats.
 type smuxRawReader struct{ c *smuxConn }
 
 func (r smuxRawReader) Read(p []byte) (int, error) {
@@ -246,6 +247,7 @@ func (r smuxRawReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
+		c.stats.bytesRecv.Add(uint64(n))
 		if s := c.sess.Load(); s != nil {
 			s.heardAt.Store(now()) // for keepalive
 		}
@@ -261,7 +263,9 @@ func (c *smuxConn) Write(p []byte) (int, error) {
 	if f := c.fl.Load(); f != nil {
 		return f.write(p)
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.stats.bytesSent.Add(uint64(n))
+	return n, err
 }
 
 // startSmux starts a smux session on rw.

@@ -243,7 +243,8 @@ func (f *smuxFlusher) run() {
 		f.cond.Broadcast() // room in the backlog
 		f.mu.Unlock()
 
-		_, err := f.conn.Write(b)
+		n, err := f.conn.Write(b)
+		f.sess.bytesSent.Add(uint64(n))
 
 		f.mu.Lock()
 		f.writing = false

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,12 +25,13 @@ type socket interface {
 // newSocket returns the socket for conn: raw non-blocking writes on the
 // descriptor of a TCP or Unix connection where the platform allows, plain
 // writes in pieces otherwise (TLS, pipes, wrapped connections). Its
-// writes call progress as bytes leave.
-func newSocket(conn net.Conn, progress func(drained bool)) socket {
-	if s := newRawSocket(conn, progress); s != nil {
+// writes call progress as bytes leave, and add what each write syscall
+// (or conn.Write) took to sent.
+func newSocket(conn net.Conn, progress func(drained bool), sent *atomic.Uint64) socket {
+	if s := newRawSocket(conn, progress, sent); s != nil {
 		return s
 	}
-	return plainSocket{conn, progress}
+	return plainSocket{conn, progress, sent}
 }
 
 // plainWriteChunk bounds one Write on a connection that offers no raw
@@ -45,6 +47,7 @@ const (
 type plainSocket struct {
 	conn     net.Conn
 	progress func(drained bool)
+	sent     *atomic.Uint64 // bytes written, for Stats
 }
 
 func (p plainSocket) tryWrite([]byte) (int, bool, error) { return 0, false, nil }
@@ -54,6 +57,7 @@ func (p plainSocket) write(b []byte) error {
 		start := time.Now()
 		n, err := p.conn.Write(b[:min(len(b), plainWriteChunk)])
 		if n > 0 {
+			p.sent.Add(uint64(n))
 			p.progress(time.Since(start) >= plainBlocked)
 		}
 		if err != nil {

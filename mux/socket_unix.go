@@ -5,6 +5,7 @@ package mux
 import (
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -17,6 +18,7 @@ import (
 type rawSocket struct {
 	rc       syscall.RawConn
 	progress func(drained bool)
+	sent     *atomic.Uint64 // bytes written, for Stats
 
 	// The write in progress.
 	buf    []byte
@@ -30,7 +32,7 @@ type rawSocket struct {
 // newRawSocket returns a rawSocket for a TCP or Unix connection, or nil.
 // Only these concrete types qualify: a type that wraps one (embedding it,
 // say) may do something in its Write that a raw write would skip.
-func newRawSocket(conn net.Conn, progress func(drained bool)) socket {
+func newRawSocket(conn net.Conn, progress func(drained bool), sent *atomic.Uint64) socket {
 	var sc syscall.Conn
 	switch c := conn.(type) {
 	case *net.TCPConn:
@@ -44,7 +46,7 @@ func newRawSocket(conn net.Conn, progress func(drained bool)) socket {
 	if err != nil {
 		return nil
 	}
-	r := &rawSocket{rc: rc, progress: progress}
+	r := &rawSocket{rc: rc, progress: progress, sent: sent}
 	r.tryOnce, r.writeAll = r.tryOnceFD, r.writeAllFD
 	return r
 }
@@ -74,6 +76,7 @@ func (r *rawSocket) tryOnceFD(fd uintptr) bool {
 			return true
 		}
 		r.n = m
+		r.sent.Add(uint64(m))
 		return true
 	}
 }
@@ -103,6 +106,7 @@ func (r *rawSocket) writeAllFD(fd uintptr) bool {
 			return true
 		}
 		r.buf = r.buf[n:]
+		r.sent.Add(uint64(n))
 		r.progress(r.waited)
 	}
 	return true
