@@ -49,6 +49,14 @@
 // such calls move to another session when theirs went away before
 // processing them.
 //
+// [Peer.Stats] is what an operator asks of a session: the other side's
+// address, Identity and TLS state, the transport, when the session began,
+// its open streams, the calls in flight each way, the bytes sent and
+// received on the connection, and the last keepalive round trip. It reads
+// counters the Peer and its session keep anyway, so calls pay nothing for
+// it; on a Server, [Server.Peers] lists the Peers to ask, and package
+// rpc/peermetrics exports their Stats to Prometheus at scrape time.
+//
 // Errors carry a gRPC status: status.Code(err) is the call's code, and a
 // cancelled or expired context gives Canceled or DeadlineExceeded. A call
 // the other side never processed (refused over its concurrency limit, or

@@ -286,7 +286,10 @@ func sessionEndError(err error) error {
 }
 
 // Peers returns the peers connected now whose sessions the session hello
-// has admitted.
+// has admitted. [Peer.Stats] on each is what an operator asks of them:
+// address, Identity, TLS state, transport, age, streams and calls in
+// flight each way, bytes and keepalive round trip; package rpc/peermetrics
+// exports the same to Prometheus at scrape time.
 func (s *Server) Peers() []*Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
