@@ -2,7 +2,8 @@
 // agent dials the hub (from behind a NAT, say), authenticates its session
 // once with a token, and serves the Agent service on the connection it
 // opened; the hub finds agents by name in its Directory, calls one, then
-// all of them at once.
+// all of them at once, and prints what it knows of each agent's session
+// (Peer.Stats).
 //
 // By default the hub and five agents run in one process, on a loopback
 // port:
@@ -24,6 +25,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -153,7 +155,35 @@ func runBoth(ctx context.Context, out io.Writer, n int, secret string) error {
 	if err := waitForAgents(ctx, hub.Directory(), names); err != nil {
 		return err
 	}
-	return callAgents(ctx, out, hub.Directory())
+	if err := callAgents(ctx, out, hub.Directory()); err != nil {
+		return err
+	}
+	printStats(out, hub)
+	return nil
+}
+
+// printStats prints what the hub knows of each agent's session, by name:
+// where it connects from, for how long, the streams and calls in flight
+// (calls out are the hub's to the agent, calls in the agent's to the
+// hub), the bytes each way, and the last keepalive round trip. The same
+// numbers are what package rpc/peermetrics exports to Prometheus.
+func printStats(out io.Writer, hub *rpc.Server) {
+	peers := hub.Peers()
+	slices.SortFunc(peers, func(a, b *rpc.Peer) int { return strings.Compare(a.Identity().Name, b.Identity().Name) })
+	for _, p := range peers {
+		st := p.Stats()
+		rtt := "no keepalive yet"
+		if st.LastRTT > 0 {
+			rtt = "rtt " + st.LastRTT.String()
+		}
+		tlsState := "no TLS"
+		if st.TLS != nil {
+			tlsState = tls.VersionName(st.TLS.Version)
+		}
+		fmt.Fprintf(out, "stats %s: %s from %s, %s, up %v, %d streams open, calls %d out %d in, %d bytes sent, %d received, %s\n",
+			st.Identity.Name, st.Transport, st.RemoteAddr, tlsState, time.Since(st.Started).Round(time.Millisecond),
+			st.StreamsOpen, st.CallsOut, st.CallsIn, st.BytesSent, st.BytesReceived, rtt)
+	}
 }
 
 // waitForAgents waits until every agent of names is in dir.
@@ -245,6 +275,7 @@ func runHub(ctx context.Context, out io.Writer, lis net.Listener, secret string,
 			if err != nil {
 				log.Print(err)
 			}
+			printStats(out, hub)
 		case <-ctx.Done():
 			hub.GracefulStop()
 			return <-served

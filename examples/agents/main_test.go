@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +26,30 @@ func TestDemo(t *testing.T) {
 	if err := runBoth(ctx, &out, 5, "test secret"); err != nil {
 		t.Fatal(err)
 	}
+	got := out.String()
+	// The stats lines end the output; their numbers vary from run to run.
+	statsLine := regexp.MustCompile(`^stats (agent-[1-5]): native from 127\.0\.0\.1:\d+, no TLS, up \d+(\.\d+)?m?s, \d+ streams open, calls 0 out 0 in, (\d+) bytes sent, (\d+) received, no keepalive yet$`)
+	lines := strings.SplitAfter(got, "\n")
+	if len(lines) < 6 {
+		t.Fatalf("the demo printed:\n%s", got)
+	}
+	stats := lines[len(lines)-6 : len(lines)-1]
+	for i, line := range stats {
+		m := statsLine.FindStringSubmatch(strings.TrimSuffix(line, "\n"))
+		if m == nil {
+			t.Errorf("stats line %d: %q does not match %s", i+1, line, statsLine)
+			continue
+		}
+		if want := fmt.Sprintf("agent-%d", i+1); m[1] != want {
+			t.Errorf("stats line %d is %s's, want %s's", i+1, m[1], want)
+		}
+		sent, _ := strconv.Atoi(m[3])
+		received, _ := strconv.Atoi(m[4])
+		if sent < 50 || received < 50 { // a hello and at least one call each way
+			t.Errorf("stats line %d: %d bytes sent, %d received", i+1, sent, received)
+		}
+	}
+	got = strings.Join(lines[:len(lines)-6], "")
 	want := `impostor refused: Unauthenticated
 the hub has 5 agents: agent-1, agent-2, agent-3, agent-4, agent-5
 agent-1 ran echo: hello from the hub
@@ -32,7 +60,7 @@ agent-3: status agent-3, 0 commands run
 agent-4: status agent-4, 3 commands run
 agent-5: status agent-5, 0 commands run
 `
-	if got := out.String(); got != want {
+	if got != want {
 		t.Errorf("the demo printed:\n%s\nwant:\n%s", got, want)
 	}
 }
