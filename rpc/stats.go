@@ -38,9 +38,9 @@ type PeerStats struct {
 	// from the session's connection, framing included (see
 	// mux.SessionStats).
 	BytesSent, BytesReceived uint64
-	// LastRTT is the round trip of the last keepalive ping answered, 0
-	// until one has been, and always on the Smux transport (see
-	// mux.SessionStats).
+	// LastRTT is the round trip of the last ping answered (keepalive's,
+	// or one of mux.Session.Ping), 0 until one has been, and always on
+	// the Smux transport (see mux.SessionStats).
 	LastRTT time.Duration
 }
 
