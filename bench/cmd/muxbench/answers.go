@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/muxrpc/muxrpc/bench/proto/benchpb"
@@ -27,6 +28,40 @@ var pattern = func() []byte {
 	return b
 }()
 
+// textWords are the user names of textPattern's records.
+var textWords = [...]string{
+	"muxrpc", "frames", "calls", "over", "one", "connection", "and", "the",
+	"server", "answers", "each", "message", "with", "its", "own", "stream",
+	"window", "flow", "control", "header", "payload", "bytes", "gzip", "compressor",
+	"client", "callee", "caller", "deadline", "status", "codes", "metadata", "trailer",
+}
+
+// textPattern is the body of W3-gzip's requests: JSON lines, records
+// {"id":N,"user":"W","score":S,"ok":true} with N counting up and W and S
+// drawn by the same xorshift as pattern; data that compresses as such data
+// does (gzip at its default level makes 1 MiB of it 146,749 bytes, 7.1 times
+// smaller) and does not repeat with a short period.
+var textPattern = func() []byte {
+	b := make([]byte, 0, maxPatternSize+64)
+	x := uint32(2463534242)
+	next := func() uint32 {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		return x
+	}
+	for id := 0; len(b) < maxPatternSize; id++ {
+		b = append(b, `{"id":`...)
+		b = strconv.AppendInt(b, int64(id), 10)
+		b = append(b, `,"user":"`...)
+		b = append(b, textWords[next()%uint32(len(textWords))]...)
+		b = append(b, `","score":`...)
+		b = strconv.AppendInt(b, int64(next()%100000), 10)
+		b = append(b, `,"ok":true}`+"\n"...)
+	}
+	return b[:maxPatternSize:maxPatternSize]
+}()
+
 // patternOf returns the pattern's first size bytes, shared: not to be
 // written.
 func patternOf(size int64) ([]byte, error) {
@@ -45,9 +80,13 @@ type request struct {
 }
 
 // newRequest returns caller's request of size bytes (at least 16).
-func newRequest(caller int, size int) *request {
+func newRequest(caller int, size int) *request { return newRequestOf(pattern, caller, size) }
+
+// newRequestOf returns caller's request of size bytes (at least 16), of
+// body's first bytes but for the stamp.
+func newRequestOf(body []byte, caller int, size int) *request {
 	data := make([]byte, max(size, 16))
-	copy(data, pattern)
+	copy(data, body)
 	binary.BigEndian.PutUint64(data, uint64(caller))
 	return &request{msg: &benchpb.Payload{Data: data}}
 }

@@ -21,6 +21,9 @@ type framework struct {
 	// callbacks says whether the server can call a service the client
 	// exposes on the client's own connection (W7).
 	callbacks bool
+	// compresses says whether a call's messages can be compressed by a
+	// call option, both ways (W3-gzip); its conns are gzipCallers.
+	compresses bool
 	// deviations lists how this framework's setup departs from its
 	// defaults, and why; the report prints them.
 	deviations []string
@@ -68,6 +71,14 @@ type conn interface {
 // every conn that implements it: muxrpc's, with rpc.CallPriority.
 type priorityCaller interface {
 	unaryUrgent(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error)
+}
+
+// A gzipCaller is a conn whose framework compresses a call's messages by
+// a call option: unaryGzip makes a unary call compressed by gzip (gRPC's
+// google.golang.org/grpc/encoding/gzip), which the callee answers
+// compressed by it too (W3-gzip).
+type gzipCaller interface {
+	unaryGzip(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error)
 }
 
 // A receiver is the caller's side of a server stream.

@@ -26,6 +26,7 @@ func newGRPCStubFramework(name string, t mux.Transport) *framework {
 		name:        name,
 		multiplexes: true,
 		callbacks:   true,
+		compresses:  true,
 		serve: func(lis net.Listener, b *benchServer) (server, error) {
 			return serveGRPCStub(lis, b, cfg)
 		},
@@ -89,6 +90,12 @@ func dialGRPCStub(ctx context.Context, addr string, cfg *mux.Config, o dialOptio
 
 func (c *grpcStubConn) unary(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error) {
 	return c.client.Unary(ctx, in)
+}
+
+// unaryGzip passes gRPC's grpc.UseCompressor through grpcstub, which
+// muxrpc's calls take as rpc.UseCompressor.
+func (c *grpcStubConn) unaryGzip(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error) {
+	return c.client.Unary(ctx, in, grpcGzip...)
 }
 
 func (c *grpcStubConn) serverStream(ctx context.Context, req *benchpb.Payload) (receiver, error) {

@@ -18,6 +18,7 @@ import (
 var grpcSharedPort = &framework{
 	name:        "grpc-sharedport",
 	multiplexes: true,
+	compresses:  true,
 	deviations: []string{
 		"grpc-sharedport: the client is the grpc column's (grpc.NewClient, insecure credentials); the server is muxrpc's rpc.NewServer() with the Bench service registered by muxrpc's generated RegisterBenchServer, served by grpcport.New(srv).Serve(lis), whose gRPC side is a grpc.Server that grpcport builds with rpc's message limits (4 MiB both ways, the same as gRPC-Go's receive default; gRPC-Go's send default is unlimited) and grpc.ConnectionTimeout(10 s) instead of gRPC-Go's 120 s.",
 	},

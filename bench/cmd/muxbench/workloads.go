@@ -108,6 +108,14 @@ func multiplexed(f *framework) string {
 	return ""
 }
 
+// withCompression is the applies of W3-gzip.
+func withCompression(f *framework) string {
+	if !f.compresses {
+		return "no per-call compression"
+	}
+	return ""
+}
+
 // withCallbacks is the applies of W7.
 func withCallbacks(f *framework) string {
 	if !f.callbacks {
@@ -147,6 +155,23 @@ var workloads = []*workload{
 			{label: "MB/s (request + response data)", higher: true, value: func(s sample) float64 {
 				return float64(s.Bytes) / s.Elapsed.Seconds() / 1e6
 			}},
+			{label: "KiB allocated/call, client", value: func(s sample) float64 { return kibPerOp(s.Client.AllocBytes, s) }},
+			{label: "KiB allocated/call, server", value: func(s sample) float64 { return kibPerOp(s.Server.AllocBytes, s) }},
+			{label: "KiB allocated/call, both", value: func(s sample) float64 {
+				return kibPerOp(s.Client.AllocBytes+s.Server.AllocBytes, s)
+			}},
+		},
+	},
+	{
+		name: "W3-gzip", about: "unary 1 MiB echo of JSON lines, gzip per call, 4 callers, 1 connection",
+		applies: withCompression, serialised: oneCallAtATime, run: runW3Gzip,
+		metrics: []metric{
+			{label: "MB/s (request + response data, uncompressed)", higher: true, value: func(s sample) float64 {
+				return float64(s.Bytes) / s.Elapsed.Seconds() / 1e6
+			}},
+			{label: "CPU µs/call, client", value: func(s sample) float64 { return cpuPerOp(s.Client.CPU, s) }},
+			{label: "CPU µs/call, server", value: func(s sample) float64 { return cpuPerOp(s.Server.CPU, s) }},
+			{label: "CPU µs/call, both", value: func(s sample) float64 { return cpuPerOp(s.Client.CPU+s.Server.CPU, s) }},
 			{label: "KiB allocated/call, client", value: func(s sample) float64 { return kibPerOp(s.Client.AllocBytes, s) }},
 			{label: "KiB allocated/call, server", value: func(s sample) float64 { return kibPerOp(s.Server.AllocBytes, s) }},
 			{label: "KiB allocated/call, both", value: func(s sample) float64 {
@@ -285,6 +310,11 @@ func (e *clientEnv) measure(s *sample, f func() error) error {
 // call's latency in lat if it is not nil. It returns the calls made and
 // the time from the start until the last caller stopped.
 func unaryLoad(ctx context.Context, callers []unaryCaller, size int, d time.Duration, lat *latencyLog) (int64, time.Duration, error) {
+	return unaryLoadOf(ctx, callers, pattern, size, d, lat)
+}
+
+// unaryLoadOf is unaryLoad with requests of body's first size bytes.
+func unaryLoadOf(ctx context.Context, callers []unaryCaller, body []byte, size int, d time.Duration, lat *latencyLog) (int64, time.Duration, error) {
 	var (
 		calls atomic.Int64
 		wg    sync.WaitGroup
@@ -296,7 +326,7 @@ func unaryLoad(ctx context.Context, callers []unaryCaller, size int, d time.Dura
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req := newRequest(i, size)
+			req := newRequestOf(body, i, size)
 			for seq := uint64(0); ; seq++ {
 				t0 := time.Now()
 				if !t0.Before(deadline) {
@@ -362,8 +392,14 @@ func repeat(c unaryCaller, n int) []unaryCaller {
 // timedUnary is W1, W2 and W3: callers unary calls of size bytes on the
 // connection c, timed, with a warm-up first.
 func timedUnary(ctx context.Context, e *clientEnv, callers []unaryCaller, size int, latencies bool) (sample, error) {
+	return timedUnaryOf(ctx, e, callers, pattern, size, latencies)
+}
+
+// timedUnaryOf is timedUnary with requests of body's first size bytes
+// (W3-gzip).
+func timedUnaryOf(ctx context.Context, e *clientEnv, callers []unaryCaller, body []byte, size int, latencies bool) (sample, error) {
 	var s sample
-	if _, _, err := unaryLoad(ctx, callers, size, e.p.Warmup, nil); err != nil {
+	if _, _, err := unaryLoadOf(ctx, callers, body, size, e.p.Warmup, nil); err != nil {
 		return s, fmt.Errorf("warm-up: %w", err)
 	}
 	var lat *latencyLog
@@ -372,7 +408,7 @@ func timedUnary(ctx context.Context, e *clientEnv, callers []unaryCaller, size i
 	}
 	err := e.measure(&s, func() error {
 		var err error
-		s.Ops, s.Elapsed, err = unaryLoad(ctx, callers, size, e.p.Duration, lat)
+		s.Ops, s.Elapsed, err = unaryLoadOf(ctx, callers, body, size, e.p.Duration, lat)
 		return err
 	})
 	s.Bytes = 2 * s.Ops * int64(size)
@@ -420,6 +456,28 @@ func runW3(ctx context.Context, e *clientEnv) (sample, error) {
 	}
 	defer c.close()
 	return timedUnary(ctx, e, repeat(c, e.p.LargeCallers), e.p.LargeSize, false)
+}
+
+// runW3Gzip is W3 with every call compressed by gzip both ways, on
+// requests of textPattern, which compresses.
+func runW3Gzip(ctx context.Context, e *clientEnv) (sample, error) {
+	c, err := e.dial(ctx, dialOptions{})
+	if err != nil {
+		return sample{}, err
+	}
+	defer c.close()
+	gc, ok := c.(gzipCaller)
+	if !ok {
+		return sample{}, fmt.Errorf("%s: the connection cannot compress calls", e.fw.name)
+	}
+	return timedUnaryOf(ctx, e, repeat(gzipCalls{gc}, e.p.LargeCallers), textPattern, e.p.LargeSize, false)
+}
+
+// gzipCalls makes a gzipCaller's compressed calls.
+type gzipCalls struct{ gc gzipCaller }
+
+func (g gzipCalls) unary(ctx context.Context, in *benchpb.Payload) (*benchpb.Payload, error) {
+	return g.gc.unaryGzip(ctx, in)
 }
 
 // receiveStream calls ServerStream for count messages of size bytes and
