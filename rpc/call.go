@@ -31,6 +31,9 @@ func (p *Peer) Invoke(ctx context.Context, method string, req, reply any, opts .
 
 func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
 	cfg := p.cfg.callConfig(opts)
+	if len(p.cfg.stats) != 0 {
+		cfg.extras().stats, ctx = startCallStats(ctx, p.cfg.stats, method, nil, opts)
+	}
 	return cfg.ended(p, p.invokeWith(ctx, method, req, reply, &cfg))
 }
 
@@ -85,6 +88,9 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 		return p.callError(ctx, true, err)
 	}
 	defer st.Close()
+	if cfg.stats() != nil {
+		cfg.stats().outHeader(p, method, md)
+	}
 	if cfg.priority != mux.PriorityNormal {
 		st.SetPriority(cfg.priority)
 	}
@@ -119,6 +125,9 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 	_, err = st.WriteLast(b)
 	*bp = b
 	putBuf(bp)
+	if cfg.stats() != nil && err == nil {
+		cfg.stats().outPayload(req, out.size)
+	}
 	if err != nil && (ctx.Err() != nil || mux.IsRetrySafe(err)) {
 		return p.callError(ctx, aborted.Load(), err)
 	}
@@ -152,20 +161,32 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 			if r.decomp, err = callerDecompressor(compression); err != nil {
 				return err
 			}
+			if cfg.stats() != nil {
+				cfg.stats().inHeader(md, len(payload), false)
+			}
 		case partMessage:
 			if gotReply {
 				return grpcstatus.Error(codes.Internal, "rpc: unary call answered with more than one message")
+			}
+			if cfg.stats() != nil && got.header == nil {
+				cfg.stats().inHeader(nil, 0, true)
 			}
 			if err := decodeMessage(payload, reply); err != nil {
 				return grpcstatus.Errorf(codes.Internal, "rpc: malformed response for %s: %v", method, err)
 			}
 			gotReply = true
+			if cfg.stats() != nil {
+				cfg.stats().inPayload(reply, len(payload))
+			}
 		case partTrailer:
 			t, err := parseTrailer(payload)
 			if err != nil {
 				return p.callError(ctx, aborted.Load(), err)
 			}
 			got.trailer = t.md
+			if cfg.stats() != nil {
+				cfg.stats().inTrailer(t.md, len(payload))
+			}
 			if t.code != codes.OK {
 				return t.err()
 			}
@@ -271,6 +292,9 @@ func (p *Peer) NewStream(ctx context.Context, desc *StreamDesc, method string, o
 
 func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInterface, method string, opts ...CallOption) (ClientStream, error) {
 	cfg := p.cfg.callConfig(opts)
+	if len(p.cfg.stats) != 0 {
+		cfg.extras().stats, ctx = startCallStats(ctx, p.cfg.stats, method, desc, opts)
+	}
 	cs, err := p.newStreamWith(ctx, desc, method, &cfg)
 	if err != nil {
 		return nil, cfg.ended(p, err)
@@ -302,6 +326,9 @@ func (p *Peer) newStreamWith(ctx context.Context, desc *StreamDesc, method strin
 	if err != nil {
 		p.callEnds()
 		return nil, p.callError(ctx, true, err)
+	}
+	if cfg.stats() != nil {
+		cfg.stats().outHeader(p, method, md)
 	}
 	cs := &clientStream{ctx: ctx, p: p, st: st, desc: desc, method: method, cfg: *cfg}
 	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv, maxHeader: p.cfg.maxHeader}
@@ -424,18 +451,25 @@ func (cs *clientStream) SendMsg(m any) error {
 		cs.pending = b
 		return err
 	}
+	n := len(b) - len(cs.pending) - partPrefixLen // the request's encoded size
 	cs.sentMsg = true
 	if !cs.desc.ClientStreams {
 		// The call header, the request and the end part, in one frame.
 		b = appendEmptyPart(b, partClientEnd)
 		cs.pending, cs.sendClosed = nil, true
-		cs.st.WriteLast(b) // a failure shows in RecvMsg
+		_, err = cs.st.WriteLast(b) // a failure shows in RecvMsg
+		if cs.cfg.stats() != nil && err == nil {
+			cs.cfg.stats().outPayload(m, n)
+		}
 		return nil
 	}
 	_, err = cs.st.Write(b)
 	cs.pending = b[:0]
 	if err != nil {
 		return io.EOF
+	}
+	if cs.cfg.stats() != nil {
+		cs.cfg.stats().outPayload(m, n)
 	}
 	return nil
 }
@@ -480,6 +514,9 @@ func (cs *clientStream) RecvMsg(m any) error {
 	}
 	if err := decodeMessage(payload, m); err != nil {
 		return cs.finishLocked(grpcstatus.Errorf(codes.Internal, "rpc: malformed response for %s: %v", cs.method, err))
+	}
+	if cs.cfg.stats() != nil {
+		cs.cfg.stats().inPayload(m, len(payload))
 	}
 	cs.r.release() // a stream waiting for its next message holds no buffer
 	if !cs.desc.ServerStreams {
@@ -528,6 +565,9 @@ func (cs *clientStream) nextLocked(toHeader bool) (byte, []byte, error) {
 				return 0, nil, err
 			}
 			cs.headerDone = true
+			if cs.cfg.stats() != nil {
+				cs.cfg.stats().inHeader(md, len(payload), false)
+			}
 			if toHeader {
 				return partResponseHeader, nil, nil
 			}
@@ -539,6 +579,9 @@ func (cs *clientStream) nextLocked(toHeader bool) (byte, []byte, error) {
 			}
 			cs.trailer = t.md
 			cs.headerDone = true
+			if cs.cfg.stats() != nil {
+				cs.cfg.stats().inTrailer(t.md, len(payload))
+			}
 			if t.code != codes.OK {
 				return 0, nil, t.err()
 			}
@@ -547,6 +590,9 @@ func (cs *clientStream) nextLocked(toHeader bool) (byte, []byte, error) {
 			}
 			return 0, nil, io.EOF
 		case partMessage:
+			if cs.cfg.stats() != nil && cs.header == nil && !cs.gotMsg {
+				cs.cfg.stats().inHeader(nil, 0, true)
+			}
 			cs.gotMsg = true
 		}
 		cs.headerDone = true

@@ -55,12 +55,13 @@ import (
 const grpcPackage = "google.golang.org/grpc"
 
 // callExtras is what the rarer call options set: the grpc ones that act
-// when a call ends or add metadata. Calls without them carry a nil
+// when a call ends or add metadata, and the stats handlers' reporter. Calls without them carry a nil
 // pointer.
 type callExtras struct {
 	peers    []*peer.Peer
 	onFinish []func(error)
 	creds    []credentials.PerRPCCredentials
+	stats    *callStats // reports the call to the stats handlers; see WithStatsHandler
 }
 
 // grpcOption applies o, a call option of another package, to c, if it is
@@ -202,13 +203,17 @@ func (plaintext) GetCommonAuthInfo() credentials.CommonAuthInfo {
 	return credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}
 }
 
-// ended runs what acts when a call ends: it fills the grpc.Peer options
+// ended runs what acts when a call ends: it reports the call's End to
+// the stats handlers, fills the grpc.Peer options
 // with the session the call was last on (p, nil if it reached none) and
 // calls the OnFinish functions with err (nil for a call ended with OK,
 // io.EOF included). It returns err.
 func (c *callConfig) ended(p *Peer, err error) error {
 	if c.extra == nil {
 		return err
+	}
+	if c.extra.stats != nil {
+		c.extra.stats.end(err)
 	}
 	if p != nil {
 		for _, pp := range c.extra.peers {

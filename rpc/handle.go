@@ -128,6 +128,10 @@ func (p *Peer) handle(st *mux.Stream) {
 		ctx, c.cancel = context.WithCancel(ctx)
 	}
 	defer c.cancel()
+	if len(p.cfg.stats) != 0 {
+		ctx = c.startStats(ctx, p.cfg.stats, string(h.method), h.md, len(payload))
+		defer c.endStats()
+	}
 	c.ctx = ctx
 	if c.m == nil {
 		msg := "this peer serves no services"
@@ -193,6 +197,10 @@ func (c *serverCall) serveUnary() {
 	// message is encoded once into it and never moved.
 	bp := getBuf(c.pendingHeaderLen() + out.partLen() + partPrefixLen + metadataLen(c.trailer))
 	defer putBuf(bp)
+	var sent statsSent
+	if c.stats() != nil {
+		sent = c.sending(true, true)
+	}
 	b := c.appendPendingHeader((*bp)[:0])
 	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend, c.compressor())
 	if err != nil {
@@ -205,7 +213,10 @@ func (c *serverCall) serveUnary() {
 	c.ended = true
 	c.mu.Unlock()
 	*bp = b
-	c.st.WriteLast(b)
+	if _, err := c.st.WriteLast(b); err == nil && c.stats() != nil {
+		sent.msg, sent.n = resp, out.size
+		c.stats().sent(sent)
+	}
 }
 
 // decodeRequest decodes the unary request into m, for the method's
@@ -216,7 +227,13 @@ func (c *serverCall) decodeRequest(m any) error {
 	if c.over {
 		return errReadAfterEnd
 	}
-	return c.decode(c.request, m)
+	if err := c.decode(c.request, m); err != nil {
+		return err
+	}
+	if c.stats() != nil {
+		c.stats().received(m, len(c.request))
+	}
+	return nil
 }
 
 // decode decodes a request of the call into m: an undecodable request is
@@ -380,11 +397,18 @@ func (c *serverCall) end(s *status.Status, byExpire bool) error {
 	bp := getBuf(0)
 	defer putBuf(bp)
 	c.ended, c.expiring = true, byExpire
+	var sent statsSent
+	if c.stats() != nil {
+		c.stats().ended, sent = s, c.sending(false, true)
+	}
 	b := c.appendPendingHeader((*bp)[:0])
 	b = appendTrailer(b, statusTrailer(s, c.trailer))
 	c.mu.Unlock()
 	*bp = b
 	_, err := c.st.WriteLast(b)
+	if err == nil && c.stats() != nil {
+		c.stats().sent(sent)
+	}
 	return err
 }
 
@@ -448,10 +472,14 @@ func (c *serverCall) SendHeader(md metadata.MD) error {
 	}
 	c.header = metadata.Join(c.header, md)
 	c.headerSent = true
-	b := appendResponseHeader(nil, c.header, compressorName(c.compressor()))
+	header := c.header
+	b := appendResponseHeader(nil, header, compressorName(c.compressor()))
 	c.mu.Unlock()
 	if _, err := c.st.Write(b); err != nil {
 		return c.sendError(err)
+	}
+	if c.stats() != nil {
+		c.stats().sent(statsSent{header: true, headerMD: header})
 	}
 	return nil
 }
@@ -488,6 +516,10 @@ func (c *serverCall) SendMsg(m any) error {
 	}
 	bp := getBuf(c.pendingHeaderLen() + out.partLen())
 	defer putBuf(bp)
+	var sent statsSent
+	if c.stats() != nil && err == nil {
+		sent = c.sending(true, false)
+	}
 	b := c.appendPendingHeader((*bp)[:0])
 	c.mu.Unlock()
 	if err != nil {
@@ -500,6 +532,10 @@ func (c *serverCall) SendMsg(m any) error {
 	}
 	if _, err := c.st.Write(b); err != nil {
 		return c.sendError(err)
+	}
+	if c.stats() != nil {
+		sent.msg, sent.n = m, out.size
+		c.stats().sent(sent)
 	}
 	return nil
 }
@@ -543,6 +579,9 @@ func (c *serverCall) RecvMsg(m any) error {
 	}
 	if err := c.decode(payload, m); err != nil {
 		return err
+	}
+	if c.stats() != nil {
+		c.stats().received(m, len(payload))
 	}
 	c.r.release() // a handler waiting for the next message holds no buffer
 	if !c.m.stream.ClientStreams {

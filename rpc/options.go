@@ -46,6 +46,7 @@ type peerConfig struct {
 	owner        *Client                                    // the Client the Peer is a session of, if any
 	sessionMD    func(context.Context) (metadata.MD, error) // see WithSessionMetadataFunc
 	logger       *slog.Logger                               // see WithLogger; nil: slog.Default()
+	stats        statsHandlers                              // see WithStatsHandler
 }
 
 type serverConfig struct {
@@ -206,7 +207,7 @@ type callConfig struct {
 	maxSend  int
 	priority mux.Priority
 	comp     encoding.Compressor // the call's compressor; nil: none
-	extra    *callExtras         // grpc.Peer, grpc.OnFinish, grpc.PerRPCCredentials; nil without
+	extra    *callExtras         // grpc.Peer, grpc.OnFinish, grpc.PerRPCCredentials, stats handlers; nil without
 	err      error               // why the options fail the call before it is sent
 }
 

@@ -126,6 +126,9 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 		}
 	}
 	base := context.WithValue(peer.NewContext(context.Background(), &p.info), peerKey{}, p)
+	if len(cfg.stats) != 0 {
+		base = p.statsConn(base, cfg.stats)
+	}
 	base = metadata.NewIncomingContext(base, noMetadata) // what calls without metadata see
 	p.ctx, p.cancel = context.WithCancel(base)
 	if p.srv != nil {

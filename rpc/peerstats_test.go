@@ -16,10 +16,10 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// statsPair serves test.Echo on a Server whose Authenticator names every
+// peerStatsPair serves test.Echo on a Server whose Authenticator names every
 // peer "agent-1", dials it with test.Echo as callbacks, and returns the
 // client's Peer and the server's, and when the test began.
-func statsPair(t *testing.T, tr mux.Transport, opts ...Option) (client, server *Peer, start time.Time) {
+func peerStatsPair(t *testing.T, tr mux.Transport, opts ...Option) (client, server *Peer, start time.Time) {
 	t.Helper()
 	start = time.Now()
 	sopts := []ServerOption{muxOpt(tr), WithAuthenticator(func(context.Context, *SessionHello) (Identity, error) {
@@ -55,7 +55,7 @@ func idleAndMatched(t *testing.T, a, b *Peer) {
 func TestPeerStats(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
 		ctx := testCtx(t, 20*time.Second)
-		cp, sp, start := statsPair(t, tr)
+		cp, sp, start := peerStatsPair(t, tr)
 		made := time.Now()
 		cs, ss := cp.Stats(), sp.Stats()
 		for _, st := range []PeerStats{cs, ss} {
@@ -201,7 +201,7 @@ func TestPeerStatsTLS(t *testing.T) {
 // TestPeerStatsKeepAliveRTT has keepalive ping every 50 ms on the native
 // transport: both sides' LastRTT becomes positive.
 func TestPeerStatsKeepAliveRTT(t *testing.T) {
-	cp, sp, _ := statsPair(t, mux.Native, MuxConfig(&mux.Config{KeepAliveInterval: 50 * time.Millisecond, KeepAliveTimeout: 5 * time.Second}))
+	cp, sp, _ := peerStatsPair(t, mux.Native, MuxConfig(&mux.Config{KeepAliveInterval: 50 * time.Millisecond, KeepAliveTimeout: 5 * time.Second}))
 	eventually(t, 5*time.Second, "a keepalive ping answered on both sides", func() bool {
 		return cp.Stats().LastRTT > 0 && sp.Stats().LastRTT > 0
 	})
