@@ -91,7 +91,7 @@ type route interface {
 // again to the next one while resend allows, up to maxMoves times.
 func invokeOn(ctx context.Context, r route, method string, req, reply any, opts []CallOption) error {
 	cfg := r.directory().srv.cfg.peer.callConfig(opts)
-	if hs := r.directory().srv.cfg.peer.stats; len(hs) != 0 {
+	if hs := r.directory().srv.cfg.peer.stats.calling; len(hs) != 0 {
 		cfg.extras().stats, ctx = startCallStats(ctx, hs, method, nil, opts)
 	}
 	again := resend{limit: maxMoves}
@@ -112,7 +112,7 @@ func invokeOn(ctx context.Context, r route, method string, req, reply any, opts 
 // unary one.
 func newStreamOn(ctx context.Context, r route, desc *StreamDesc, method string, opts []CallOption) (ClientStream, error) {
 	cfg := r.directory().srv.cfg.peer.callConfig(opts)
-	if hs := r.directory().srv.cfg.peer.stats; len(hs) != 0 {
+	if hs := r.directory().srv.cfg.peer.stats.calling; len(hs) != 0 {
 		cfg.extras().stats, ctx = startCallStats(ctx, hs, method, desc, opts)
 	}
 	again := resend{limit: maxMoves}

@@ -122,8 +122,8 @@ func (c *Client) Invoke(ctx context.Context, method string, req, reply any, opts
 func (c *Client) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
 	wait := waitsForReady(opts)
 	cfg := c.cfg.callConfig(opts)
-	if len(c.cfg.stats) != 0 {
-		cfg.extras().stats, ctx = startCallStats(ctx, c.cfg.stats, method, nil, opts)
+	if len(c.cfg.stats.calling) != 0 {
+		cfg.extras().stats, ctx = startCallStats(ctx, c.cfg.stats.calling, method, nil, opts)
 	}
 	var again resend // no bound on moves: sessions go away only so often
 	var p *Peer
@@ -152,8 +152,8 @@ func (c *Client) NewStream(ctx context.Context, desc *StreamDesc, method string,
 func (c *Client) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInterface, method string, opts ...CallOption) (ClientStream, error) {
 	wait := waitsForReady(opts)
 	cfg := c.cfg.callConfig(opts)
-	if len(c.cfg.stats) != 0 {
-		cfg.extras().stats, ctx = startCallStats(ctx, c.cfg.stats, method, desc, opts)
+	if len(c.cfg.stats.calling) != 0 {
+		cfg.extras().stats, ctx = startCallStats(ctx, c.cfg.stats.calling, method, desc, opts)
 	}
 	var again resend
 	var p *Peer

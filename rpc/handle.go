@@ -128,8 +128,8 @@ func (p *Peer) handle(st *mux.Stream) {
 		ctx, c.cancel = context.WithCancel(ctx)
 	}
 	defer c.cancel()
-	if len(p.cfg.stats) != 0 {
-		ctx = c.startStats(ctx, p.cfg.stats, string(h.method), h.md, len(payload))
+	if len(p.cfg.stats.serving) != 0 {
+		ctx = c.startStats(ctx, p.cfg.stats.serving, string(h.method), h.md, len(payload))
 		defer c.endStats()
 	}
 	c.ctx = ctx

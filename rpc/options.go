@@ -46,7 +46,7 @@ type peerConfig struct {
 	owner        *Client                                    // the Client the Peer is a session of, if any
 	sessionMD    func(context.Context) (metadata.MD, error) // see WithSessionMetadataFunc
 	logger       *slog.Logger                               // see WithLogger; nil: slog.Default()
-	stats        statsHandlers                              // see WithStatsHandler
+	stats        statsConfig                                // see WithStatsHandler
 }
 
 type serverConfig struct {

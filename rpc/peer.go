@@ -126,8 +126,8 @@ func newPeer(sess *mux.Session, cfg peerConfig) *Peer {
 		}
 	}
 	base := context.WithValue(peer.NewContext(context.Background(), &p.info), peerKey{}, p)
-	if len(cfg.stats) != 0 {
-		base = p.statsConn(base, cfg.stats)
+	if len(cfg.stats.conns) != 0 {
+		base = p.statsConn(base, cfg.stats.conns)
 	}
 	base = metadata.NewIncomingContext(base, noMetadata) // what calls without metadata see
 	p.ctx, p.cancel = context.WithCancel(base)

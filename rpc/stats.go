@@ -51,15 +51,57 @@ import (
 // given to Dial, NewPeer or NewClient, the calls the Peer or Client makes,
 // the calls it serves for the services of WithServices, and the sessions.
 // The handlers of a Server given to WithServices do not apply there: the
-// dialing side's do. Several handlers may be given; each is called, in
-// the order given, for every event, and each's TagRPC and TagConn get the
-// context the previous one returned. A nil handler is ignored.
+// dialing side's do. Several handlers may be given, with this option and
+// WithRoleStatsHandlers; each is called, in the order given, for every
+// event it sees, and each's TagRPC and TagConn get the context the
+// previous one returned. A nil handler is ignored.
+//
+// A handler written for one role, as gRPC's servers only serve and its
+// clients only call, mistakes the other role's calls for its own:
+// OpenTelemetry's otelgrpc.NewServerHandler would start server spans for
+// the calls a server makes back to its clients. Give such handlers with
+// WithRoleStatsHandlers.
 func WithStatsHandler(h stats.Handler) Option {
+	return WithRoleStatsHandlers(h, h)
+}
+
+// WithRoleStatsHandlers adds a stats handler for each role of this side
+// of its sessions: client sees the calls this side makes, server the
+// calls it serves, and both see the sessions (once if they are the same
+// handler). Either may be nil. With otelgrpc, on a server or a dialing
+// side alike:
+//
+//	rpc.WithRoleStatsHandlers(otelgrpc.NewClientHandler(), otelgrpc.NewServerHandler())
+//
+// See WithStatsHandler for the rest.
+func WithRoleStatsHandlers(client, server stats.Handler) Option {
 	return bothOption(func(c *peerConfig) {
-		if h != nil {
-			c.stats = append(c.stats[:len(c.stats):len(c.stats)], h)
-		}
+		c.stats = c.stats.with(client, server)
 	})
+}
+
+// statsConfig is the stats handlers of a side of a session, by what they
+// see: the calls it makes, the calls it serves, and its sessions.
+type statsConfig struct {
+	calling, serving, conns []stats.Handler
+}
+
+// with returns c with the handlers client and server added, copying the
+// slices it extends so that configurations never share an array.
+func (c statsConfig) with(client, server stats.Handler) statsConfig {
+	add := func(hs []stats.Handler, h stats.Handler) []stats.Handler {
+		if h == nil {
+			return hs
+		}
+		return append(hs[:len(hs):len(hs)], h)
+	}
+	c.calling = add(c.calling, client)
+	c.serving = add(c.serving, server)
+	c.conns = add(c.conns, client)
+	if server != client {
+		c.conns = add(c.conns, server)
+	}
+	return c
 }
 
 // statsConn tags the session's connection and reports its beginning to
@@ -83,9 +125,6 @@ func (p *Peer) statsConn(ctx context.Context, hs []stats.Handler) context.Contex
 	})
 	return ctx
 }
-
-// statsHandlers are the stats handlers of a side of a session.
-type statsHandlers = []stats.Handler
 
 // callStats reports one outgoing call to its stats handlers. Calls
 // without handlers carry a nil one.

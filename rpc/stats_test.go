@@ -755,3 +755,46 @@ func (nopStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context
 func (nopStats) HandleRPC(context.Context, stats.RPCStats)                         {}
 func (nopStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
 func (nopStats) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// TestRoleStatsHandlers gives a server one handler per role: the calls it
+// serves go to one, the calls it makes back to the client to the other,
+// and each sees the session once.
+func TestRoleStatsHandlers(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		calling, serving := new(recorder), new(recorder)
+		srv := NewServer(muxOpt(tr), WithRoleStatsHandlers(calling, serving))
+		srv.RegisterService(&echoDesc, &funcEcho{unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			if _, err := (echoClient{PeerFromContext(ctx)}).Unary(ctx, wrapperspb.String("back")); err != nil {
+				return nil, err
+			}
+			return in, nil
+		}})
+		callbacks := NewServer()
+		callbacks.RegisterService(&echoDesc, &echoImpl{name: "c"})
+		p := dial(t, serve(t, srv), muxOpt(tr), WithServices(callbacks))
+		if _, err := (echoClient{p}).Unary(testCtx(t, 10*time.Second), wrapperspb.String("x")); err != nil {
+			t.Fatal(err)
+		}
+		served := serving.call(t, "/test.Echo/Unary", false)
+		back := calling.call(t, "/test.Echo/Unary", true)
+		if back.parent != served {
+			t.Errorf("the callback's TagRPC context does not derive from the served call's")
+		}
+		if got := serving.sequence(served); got != serverUnary {
+			t.Errorf("serving handler: %s", got)
+		}
+		if got := calling.sequence(back); got != clientUnary {
+			t.Errorf("calling handler: %s", got)
+		}
+		if n, m := len(serving.callsOf("/test.Echo/Unary", true)), len(calling.callsOf("/test.Echo/Unary", false)); n != 0 || m != 0 {
+			t.Errorf("a handler saw the other role's calls: %d, %d", n, m)
+		}
+		for _, r := range []*recorder{calling, serving} {
+			r.mu.Lock()
+			if len(r.conns) != 1 {
+				t.Errorf("%d sessions tagged, want 1", len(r.conns))
+			}
+			r.mu.Unlock()
+		}
+	})
+}
