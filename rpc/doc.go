@@ -74,6 +74,18 @@
 // at Debug; never a successful call, and nothing once per call at Info
 // or above. WithLogger's documentation lists the events.
 //
+// gRPC's stats handlers (google.golang.org/grpc/stats) observe sessions
+// and calls as in gRPC-Go, with the same events in the same order and
+// the same fields, message sizes and times, on both sides of a session
+// and in both roles, the calls a side makes and those it serves:
+// [WithStatsHandler] installs one on a Server, a Peer or a Client, and
+// [WithRoleStatsHandlers] a pair for handlers written for one role, as
+// OpenTelemetry's otelgrpc.NewClientHandler and NewServerHandler are.
+// With those, a call's server span is the child of its client span, the
+// trace context travelling in the call's metadata, and a callback a
+// handler makes with its context is the child of the handler's span. A
+// side without stats handlers pays nothing for them.
+//
 // The types that generated code uses ([ServiceDesc], [ClientConnInterface],
 // [ServiceRegistrar], the typed streams) mirror grpc-go's, so code and
 // habits carry over; package interceptors adapts go-grpc-middleware's
