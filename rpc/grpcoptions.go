@@ -55,8 +55,8 @@ import (
 const grpcPackage = "google.golang.org/grpc"
 
 // callExtras is what the rarer call options set: the grpc ones that act
-// when a call ends or add metadata, and the stats handlers' reporter. Calls without them carry a nil
-// pointer.
+// when a call ends or add metadata, and the reporter of a call on a side
+// with stats handlers. Calls without them carry a nil pointer.
 type callExtras struct {
 	peers    []*peer.Peer
 	onFinish []func(error)
@@ -204,10 +204,10 @@ func (plaintext) GetCommonAuthInfo() credentials.CommonAuthInfo {
 }
 
 // ended runs what acts when a call ends: it reports the call's End to
-// the stats handlers, fills the grpc.Peer options
-// with the session the call was last on (p, nil if it reached none) and
-// calls the OnFinish functions with err (nil for a call ended with OK,
-// io.EOF included). It returns err.
+// the stats handlers, fills the grpc.Peer options with the session the
+// call was last on (p, nil if it reached none) and calls the OnFinish
+// functions with err (nil for a call ended with OK, io.EOF included). It
+// returns err.
 func (c *callConfig) ended(p *Peer, err error) error {
 	if c.extra == nil {
 		return err

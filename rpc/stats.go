@@ -171,6 +171,9 @@ func (s *callStats) handle(ev stats.RPCStats) {
 
 // outHeader reports the call header of an attempt on p, sent with md.
 func (s *callStats) outHeader(p *Peer, method string, md metadata.MD) {
+	if md == nil {
+		md = metadata.MD{}
+	}
 	s.handle(&stats.OutHeader{Client: true, FullMethod: method, RemoteAddr: p.info.Addr, LocalAddr: p.info.LocalAddr, Header: md})
 }
 
@@ -182,9 +185,9 @@ func (s *callStats) outPayload(m any, n int) {
 // inHeader reports the response header md, a part of n bytes of payload,
 // or, with implicit, a response that began without one.
 func (s *callStats) inHeader(md metadata.MD, n int, implicit bool) {
-	wire := n + partPrefixLen
+	md, wire := md.Copy(), n+partPrefixLen // the handlers' own, as in gRPC
 	if implicit {
-		md, wire = metadata.MD{}, 0
+		wire = 0
 	}
 	s.handle(&stats.InHeader{Client: true, Header: md, WireLength: wire})
 }
@@ -197,6 +200,7 @@ func (s *callStats) inPayload(m any, n int) {
 // inTrailer reports the trailer's metadata md, a part of n bytes of
 // payload.
 func (s *callStats) inTrailer(md metadata.MD, n int) {
+	md = md.Copy() // the handlers' own, as in gRPC
 	s.mu.Lock()
 	s.trailer = md
 	s.mu.Unlock()
@@ -235,9 +239,7 @@ func (c *serverCall) startStats(ctx context.Context, hs []stats.Handler, method 
 	}
 	sc := &statsCtx{Context: ctx, s: serverStats{hs: hs, ctx: ctx}}
 	s := &sc.s
-	if md == nil {
-		md = noMetadata
-	}
+	md = md.Copy() // the handlers' own, as in gRPC: the handler's is in ctx
 	p := &c.peer.info
 	s.handle(&stats.InHeader{FullMethod: method, RemoteAddr: p.Addr, LocalAddr: p.LocalAddr, Header: md, WireLength: n + partPrefixLen})
 	if c.m != nil {
