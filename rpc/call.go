@@ -89,7 +89,7 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 	}
 	defer st.Close()
 	if cfg.stats() != nil {
-		cfg.stats().outHeader(p, method, md)
+		cfg.stats().outHeader(p, method, md, compressorName(cfg.comp))
 	}
 	if cfg.priority != mux.PriorityNormal {
 		st.SetPriority(cfg.priority)
@@ -115,7 +115,9 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 	compression := compressorName(cfg.comp)
 	bp := getBuf(callHeaderLen(method, md, compression) + out.partLen() + partPrefixLen)
 	b := appendCallHeader((*bp)[:0], method, timeout, cfg.priority, md, compression)
+	mark := len(b)
 	b, err = out.appendPart(b, cfg.maxSend, cfg.comp)
+	wire := len(b) - mark - partPrefixLen // the request's payload on the wire
 	if err != nil {
 		*bp = b
 		putBuf(bp)
@@ -126,7 +128,7 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 	*bp = b
 	putBuf(bp)
 	if cfg.stats() != nil && err == nil {
-		cfg.stats().outPayload(req, out.size)
+		cfg.stats().outPayload(req, out.size, wire)
 	}
 	if err != nil && (ctx.Err() != nil || mux.IsRetrySafe(err)) {
 		return p.callError(ctx, aborted.Load(), err)
@@ -162,21 +164,21 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 				return err
 			}
 			if cfg.stats() != nil {
-				cfg.stats().inHeader(md, len(payload), false)
+				cfg.stats().inHeader(md, len(payload), compression, false)
 			}
 		case partMessage:
 			if gotReply {
 				return grpcstatus.Error(codes.Internal, "rpc: unary call answered with more than one message")
 			}
 			if cfg.stats() != nil && got.header == nil {
-				cfg.stats().inHeader(nil, 0, true)
+				cfg.stats().inHeader(nil, 0, "", true)
 			}
 			if err := decodeMessage(payload, reply); err != nil {
 				return grpcstatus.Errorf(codes.Internal, "rpc: malformed response for %s: %v", method, err)
 			}
 			gotReply = true
 			if cfg.stats() != nil {
-				cfg.stats().inPayload(reply, len(payload))
+				cfg.stats().inPayload(reply, len(payload), r.wireLen())
 			}
 		case partTrailer:
 			t, err := parseTrailer(payload)
@@ -328,7 +330,7 @@ func (p *Peer) newStreamWith(ctx context.Context, desc *StreamDesc, method strin
 		return nil, p.callError(ctx, true, err)
 	}
 	if cfg.stats() != nil {
-		cfg.stats().outHeader(p, method, md)
+		cfg.stats().outHeader(p, method, md, compressorName(cfg.comp))
 	}
 	cs := &clientStream{ctx: ctx, p: p, st: st, desc: desc, method: method, cfg: *cfg}
 	cs.r = partReader{st: st, maxMsg: cs.cfg.maxRecv, maxHeader: p.cfg.maxHeader}
@@ -459,7 +461,7 @@ func (cs *clientStream) SendMsg(m any) error {
 		cs.pending, cs.sendClosed = nil, true
 		_, err = cs.st.WriteLast(b) // a failure shows in RecvMsg
 		if cs.cfg.stats() != nil && err == nil {
-			cs.cfg.stats().outPayload(m, n)
+			cs.cfg.stats().outPayload(m, encodedSize(m, n, cs.cfg.comp), n)
 		}
 		return nil
 	}
@@ -469,7 +471,7 @@ func (cs *clientStream) SendMsg(m any) error {
 		return io.EOF
 	}
 	if cs.cfg.stats() != nil {
-		cs.cfg.stats().outPayload(m, n)
+		cs.cfg.stats().outPayload(m, encodedSize(m, n, cs.cfg.comp), n)
 	}
 	return nil
 }
@@ -516,7 +518,7 @@ func (cs *clientStream) RecvMsg(m any) error {
 		return cs.finishLocked(grpcstatus.Errorf(codes.Internal, "rpc: malformed response for %s: %v", cs.method, err))
 	}
 	if cs.cfg.stats() != nil {
-		cs.cfg.stats().inPayload(m, len(payload))
+		cs.cfg.stats().inPayload(m, len(payload), cs.r.wireLen())
 	}
 	cs.r.release() // a stream waiting for its next message holds no buffer
 	if !cs.desc.ServerStreams {
@@ -566,7 +568,7 @@ func (cs *clientStream) nextLocked(toHeader bool) (byte, []byte, error) {
 			}
 			cs.headerDone = true
 			if cs.cfg.stats() != nil {
-				cs.cfg.stats().inHeader(md, len(payload), false)
+				cs.cfg.stats().inHeader(md, len(payload), compression, false)
 			}
 			if toHeader {
 				return partResponseHeader, nil, nil
@@ -591,7 +593,7 @@ func (cs *clientStream) nextLocked(toHeader bool) (byte, []byte, error) {
 			return 0, nil, io.EOF
 		case partMessage:
 			if cs.cfg.stats() != nil && cs.header == nil && !cs.gotMsg {
-				cs.cfg.stats().inHeader(nil, 0, true)
+				cs.cfg.stats().inHeader(nil, 0, "", true)
 			}
 			cs.gotMsg = true
 		}

@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"context"
 	"errors"
+	"google.golang.org/grpc/stats"
 	"io"
 	"runtime"
 	"strings"
@@ -295,4 +296,66 @@ func TestInflateCostsAtMostTheLimit(t *testing.T) {
 	if got > 4<<20 {
 		t.Errorf("inflating a 16 MiB bomb with a 256 KiB limit allocated %d bytes", got)
 	}
+}
+
+// TestCompressedCallStats checks what stats handlers learn of a
+// compressed call: the compressor's name in the headers, and payloads
+// whose compressed and wire lengths are the compressed ones, smaller than
+// the encoded length, on both sides and for unary and streaming calls.
+func TestCompressedCallStats(t *testing.T) {
+	big := strings.Repeat("compressible ", 1000)
+	forEachTransport(t, func(t *testing.T, tr mux.Transport) {
+		srvRec, cliRec := new(recorder), new(recorder)
+		srv := NewServer(muxOpt(tr), WithStatsHandler(srvRec))
+		srv.RegisterService(&echoDesc, &echoImpl{name: "server"})
+		p := dial(t, serve(t, srv), muxOpt(tr), WithStatsHandler(cliRec))
+		ctx := testCtx(t, 10*time.Second)
+		if _, err := (echoClient{p}).Unary(ctx, wrapperspb.String(big), UseCompressor("gzip")); err != nil {
+			t.Fatal(err)
+		}
+		bs, err := echoClient{p}.Bidi(ctx, UseCompressor("gzip"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs.Send(wrapperspb.String(big))
+		if _, err := bs.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		bs.CloseSend()
+		if _, err := bs.Recv(); err != io.EOF {
+			t.Fatal(err)
+		}
+		for _, method := range []string{"/test.Echo/Unary", "/test.Echo/Bidi"} {
+			for _, side := range []struct {
+				name   string
+				rec    *recorder
+				client bool
+			}{{"caller", cliRec, true}, {"callee", srvRec, false}} {
+				c := side.rec.call(t, method, side.client)
+				what := side.name + " " + method
+				for _, h := range eventsOf[*stats.OutHeader](side.rec, c) {
+					if h.Compression != "gzip" {
+						t.Errorf("%s: OutHeader.Compression %q, want gzip", what, h.Compression)
+					}
+				}
+				for _, h := range eventsOf[*stats.InHeader](side.rec, c) {
+					if h.Compression != "gzip" {
+						t.Errorf("%s: InHeader.Compression %q, want gzip", what, h.Compression)
+					}
+				}
+				outs, ins := eventsOf[*stats.OutPayload](side.rec, c), eventsOf[*stats.InPayload](side.rec, c)
+				if len(outs) != 1 || len(ins) != 1 {
+					t.Fatalf("%s: %d OutPayloads and %d InPayloads, want 1 each", what, len(outs), len(ins))
+				}
+				for _, pl := range []struct{ length, compressed, wire int }{
+					{outs[0].Length, outs[0].CompressedLength, outs[0].WireLength},
+					{ins[0].Length, ins[0].CompressedLength, ins[0].WireLength},
+				} {
+					if pl.length < len(big) || pl.compressed*5 > pl.length || pl.wire != pl.compressed+partPrefixLen {
+						t.Errorf("%s: payload Length %d, CompressedLength %d, WireLength %d", what, pl.length, pl.compressed, pl.wire)
+					}
+				}
+			}
+		}
+	})
 }

@@ -170,6 +170,9 @@ func (c *serverCall) serveUnary() {
 	}
 	// The request keeps its buffer, whatever parts follow it.
 	c.request, c.requestBox = payload, c.r.take()
+	if c.stats() != nil {
+		c.stats().requestWire = c.r.wireLen()
+	}
 	if kind, _, err = c.r.next(); err != nil || kind != partClientEnd {
 		c.fail(afterRequestStatus(c, "unary", kind, err))
 		return
@@ -202,7 +205,9 @@ func (c *serverCall) serveUnary() {
 		sent = c.sending(true, true)
 	}
 	b := c.appendPendingHeader((*bp)[:0])
+	mark := len(b)
 	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend, c.compressor())
+	sent.wire = len(b) - mark - partPrefixLen
 	if err != nil {
 		c.mu.Unlock()
 		*bp = b
@@ -231,7 +236,7 @@ func (c *serverCall) decodeRequest(m any) error {
 		return err
 	}
 	if c.stats() != nil {
-		c.stats().received(m, len(c.request))
+		c.stats().received(m, len(c.request), c.stats().requestWire)
 	}
 	return nil
 }
@@ -525,11 +530,13 @@ func (c *serverCall) SendMsg(m any) error {
 	if err != nil {
 		return err
 	}
+	mark := len(b)
 	b, err = out.appendPart(b, c.peer.srv.cfg.peer.maxSend, c.compressor())
 	*bp = b
 	if err != nil {
 		return err
 	}
+	sent.wire = len(b) - mark - partPrefixLen
 	if _, err := c.st.Write(b); err != nil {
 		return c.sendError(err)
 	}
@@ -581,7 +588,7 @@ func (c *serverCall) RecvMsg(m any) error {
 		return err
 	}
 	if c.stats() != nil {
-		c.stats().received(m, len(payload))
+		c.stats().received(m, len(payload), c.r.wireLen())
 	}
 	c.r.release() // a handler waiting for the next message holds no buffer
 	if !c.m.stream.ClientStreams {

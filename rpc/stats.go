@@ -6,9 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Stats handlers: gRPC-Go's stats.Handler, called as gRPC-Go calls it, so
@@ -169,32 +171,36 @@ func (s *callStats) handle(ev stats.RPCStats) {
 	}
 }
 
-// outHeader reports the call header of an attempt on p, sent with md.
-func (s *callStats) outHeader(p *Peer, method string, md metadata.MD) {
+// outHeader reports the call header of an attempt on p, sent with md and
+// the name of the call's compressor.
+func (s *callStats) outHeader(p *Peer, method string, md metadata.MD, compression string) {
 	if md == nil {
 		md = metadata.MD{}
 	}
-	s.handle(&stats.OutHeader{Client: true, FullMethod: method, RemoteAddr: p.info.Addr, LocalAddr: p.info.LocalAddr, Header: md})
+	s.handle(&stats.OutHeader{Client: true, Compression: compression, FullMethod: method, RemoteAddr: p.info.Addr, LocalAddr: p.info.LocalAddr, Header: md})
 }
 
-// outPayload reports a request m sent, n bytes encoded.
-func (s *callStats) outPayload(m any, n int) {
-	s.handle(&stats.OutPayload{Client: true, Payload: m, Length: n, CompressedLength: n, WireLength: n + partPrefixLen, SentTime: time.Now()})
+// outPayload reports a request m sent, n bytes encoded, wire bytes of
+// payload on the wire (n, or less once compressed).
+func (s *callStats) outPayload(m any, n, wire int) {
+	s.handle(&stats.OutPayload{Client: true, Payload: m, Length: n, CompressedLength: wire, WireLength: wire + partPrefixLen, SentTime: time.Now()})
 }
 
-// inHeader reports the response header md, a part of n bytes of payload,
-// or, with implicit, a response that began without one.
-func (s *callStats) inHeader(md metadata.MD, n int, implicit bool) {
+// inHeader reports the response header md, a part of n bytes of payload
+// naming the callee's compressor, or, with implicit, a response that
+// began without one.
+func (s *callStats) inHeader(md metadata.MD, n int, compression string, implicit bool) {
 	md, wire := md.Copy(), n+partPrefixLen // the handlers' own, as in gRPC
 	if implicit {
 		wire = 0
 	}
-	s.handle(&stats.InHeader{Client: true, Header: md, WireLength: wire})
+	s.handle(&stats.InHeader{Client: true, Compression: compression, Header: md, WireLength: wire})
 }
 
-// inPayload reports a response m received, n bytes encoded.
-func (s *callStats) inPayload(m any, n int) {
-	s.handle(&stats.InPayload{Client: true, Payload: m, Length: n, CompressedLength: n, WireLength: n + partPrefixLen, RecvTime: time.Now()})
+// inPayload reports a response m received, n bytes encoded, wire bytes
+// of payload on the wire (n, or less when it came compressed).
+func (s *callStats) inPayload(m any, n, wire int) {
+	s.handle(&stats.InPayload{Client: true, Payload: m, Length: n, CompressedLength: wire, WireLength: wire + partPrefixLen, RecvTime: time.Now()})
 }
 
 // inTrailer reports the trailer's metadata md, a part of n bytes of
@@ -226,6 +232,9 @@ type serverStats struct {
 	begin time.Time
 	began bool           // Begin was reported: the method is known
 	ended *status.Status // the status the call ended with; guarded by the call's mu
+
+	compression string // the call's compressor's name, "" for none
+	requestWire int    // the payload bytes a unary request came in
 }
 
 // startStats tags the call c of method, whose call header arrived as a
@@ -241,7 +250,8 @@ func (c *serverCall) startStats(ctx context.Context, hs []stats.Handler, method 
 	s := &sc.s
 	md = md.Copy() // the handlers' own, as in gRPC: the handler's is in ctx
 	p := &c.peer.info
-	s.handle(&stats.InHeader{FullMethod: method, RemoteAddr: p.Addr, LocalAddr: p.LocalAddr, Header: md, WireLength: n + partPrefixLen})
+	s.compression = compressorName(c.compressor())
+	s.handle(&stats.InHeader{Compression: s.compression, FullMethod: method, RemoteAddr: p.Addr, LocalAddr: p.LocalAddr, Header: md, WireLength: n + partPrefixLen})
 	if c.m != nil {
 		s.began, s.begin = true, time.Now()
 		b := &stats.Begin{BeginTime: s.begin}
@@ -298,7 +308,8 @@ type statsSent struct {
 	trailer   bool
 	trailerMD metadata.MD
 	msg       any
-	n         int
+	n         int // the message's encoded size
+	wire      int // the message's payload on the wire: n, or less once compressed
 }
 
 // sending notes what the coming write carries: the response header if
@@ -322,17 +333,30 @@ func (c *serverCall) sending(withMsg, withTrailer bool) statsSent {
 // sent reports a write that carried w, once it succeeded.
 func (s *serverStats) sent(w statsSent) {
 	if w.header {
-		s.handle(&stats.OutHeader{Header: w.headerMD})
+		s.handle(&stats.OutHeader{Compression: s.compression, Header: w.headerMD})
 	}
 	if w.msg != nil {
-		s.handle(&stats.OutPayload{Payload: w.msg, Length: w.n, CompressedLength: w.n, WireLength: w.n + partPrefixLen, SentTime: time.Now()})
+		s.handle(&stats.OutPayload{Payload: w.msg, Length: w.n, CompressedLength: w.wire, WireLength: w.wire + partPrefixLen, SentTime: time.Now()})
 	}
 	if w.trailer {
 		s.handle(&stats.OutTrailer{Trailer: w.trailerMD})
 	}
 }
 
-// received reports a request m the handler read, n bytes encoded.
-func (s *serverStats) received(m any, n int) {
-	s.handle(&stats.InPayload{Payload: m, Length: n, CompressedLength: n, WireLength: n + partPrefixLen, RecvTime: time.Now()})
+// received reports a request m the handler read, n bytes encoded, wire
+// bytes of payload on the wire (n, or less when it came compressed).
+func (s *serverStats) received(m any, n, wire int) {
+	s.handle(&stats.InPayload{Payload: m, Length: n, CompressedLength: wire, WireLength: wire + partPrefixLen, RecvTime: time.Now()})
+}
+
+// encodedSize returns the encoded size of m, a message whose payload on
+// the wire was wire bytes: those, unless comp compressed them.
+func encodedSize(m any, wire int, comp encoding.Compressor) int {
+	if comp == nil {
+		return wire
+	}
+	if pm, ok := protoMessage(m); ok {
+		return proto.Size(pm)
+	}
+	return wire
 }

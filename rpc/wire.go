@@ -504,6 +504,10 @@ func (r *partReader) next() (byte, []byte, error) {
 	return kind, p, nil
 }
 
+// wireLen returns the length of the last part's payload as it came, its
+// prefix's: a compressed message's compressed size.
+func (r *partReader) wireLen() int { return int(binary.BigEndian.Uint32(r.prefix[1:])) }
+
 // minPayloadGrowth is the least a payload buffer grows by.
 const minPayloadGrowth = 4 << 10
 
