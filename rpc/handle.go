@@ -403,8 +403,13 @@ func (c *serverCall) end(s *status.Status, byExpire bool) error {
 	defer putBuf(bp)
 	c.ended, c.expiring = true, byExpire
 	var sent statsSent
+	var reported chan struct{}
 	if c.stats() != nil {
 		c.stats().ended, sent = s, c.sending(false, true)
+		if byExpire { // from the deadline's goroutine: End waits for this trailer's report
+			reported = make(chan struct{})
+			c.stats().trailerReported = reported
+		}
 	}
 	b := c.appendPendingHeader((*bp)[:0])
 	b = appendTrailer(b, statusTrailer(s, c.trailer))
@@ -413,6 +418,9 @@ func (c *serverCall) end(s *status.Status, byExpire bool) error {
 	_, err := c.st.WriteLast(b)
 	if err == nil && c.stats() != nil {
 		c.stats().sent(sent)
+	}
+	if reported != nil {
+		close(reported)
 	}
 	return err
 }

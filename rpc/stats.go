@@ -232,6 +232,10 @@ type serverStats struct {
 	begin time.Time
 	began bool           // Begin was reported: the method is known
 	ended *status.Status // the status the call ended with; guarded by the call's mu
+	// trailerReported, when the deadline ended the call, is closed once
+	// its trailer has been reported, which End waits for; guarded by the
+	// call's mu.
+	trailerReported chan struct{}
 
 	compression string // the call's compressor's name, "" for none
 	requestWire int    // the payload bytes a unary request came in
@@ -294,8 +298,11 @@ func (c *serverCall) endStats() {
 		return
 	}
 	c.mu.Lock()
-	st := s.ended
+	st, reported := s.ended, s.trailerReported
 	c.mu.Unlock()
+	if reported != nil {
+		<-reported // bounded: the trailer's write has trailerGrace
+	}
 	s.handle(&stats.End{BeginTime: s.begin, EndTime: time.Now(), Error: st.Err()})
 }
 

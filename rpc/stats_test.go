@@ -819,3 +819,41 @@ func BenchmarkUnaryStatsHandler(b *testing.B) {
 		})
 	}
 }
+
+// TestStatsHandlerEndAfterDeadlineTrailer ends calls by their deadline
+// while their handlers return at once: the trailer the deadline's
+// goroutine writes is reported before End, whichever goroutine gets
+// there first.
+func TestStatsHandlerEndAfterDeadlineTrailer(t *testing.T) {
+	rec := new(recorder)
+	srv := NewServer(WithStatsHandler(rec))
+	srv.RegisterService(&echoDesc, &funcEcho{unary: func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}})
+	p := dial(t, serve(t, srv))
+	for range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		echoClient{p}.Unary(ctx, wrapperspb.String("x"))
+		cancel()
+	}
+	eventually(t, 5*time.Second, "every call's End", func() bool {
+		cs := rec.callsOf("/test.Echo/Unary", false)
+		if len(cs) != 50 {
+			return false
+		}
+		for _, c := range cs {
+			select {
+			case <-c.ended:
+			default:
+				return false
+			}
+		}
+		return true
+	})
+	for _, c := range rec.callsOf("/test.Echo/Unary", false) {
+		if seq := rec.names(c); strings.Contains(seq, "End") && strings.Contains(seq, "OutTrailer") && strings.Index(seq, "OutTrailer") > strings.Index(seq, "End") {
+			t.Fatalf("a call ended by its deadline reported %s: OutTrailer after End", seq)
+		}
+	}
+}
