@@ -6,11 +6,16 @@
 # any module's tests fail; arguments go to every go test.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Progress: each package's start and end, and a failing package's output
+# whole (internal/testprogress reads go test's -json events).
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go build -o "$tmp/testprogress" ./internal/testprogress
 failed=()
 for mod in $(find . -name go.mod -not -path '*/testdata/*' | sort); do
 	dir=$(dirname "$mod")
-	echo "== go test $dir"
-	(cd "$dir" && go test -race -timeout 10m -count=1 ./... "$@") || failed+=("$dir")
+	echo "== go test $dir: compiling, then each package as it starts and ends"
+	(cd "$dir" && go test -race -timeout 10m -count=1 -json ./... "$@" 2>&1 | "$tmp/testprogress") || failed+=("$dir")
 done
 # The race detector inflates what memory costs, so the bound on what an
 # idle session costs the server is asserted only without it.
