@@ -5,6 +5,8 @@
 //   - echo/v1: the muxrpc.echo.v1 test and example services, Echo (one
 //     method of each kind) and Notifier (a callback service a client
 //     serves).
+//   - helloworld/v1: muxrpc.helloworld.v1's Greeter, for
+//     examples/helloworld.
 //
 // Regenerate everything with go generate ./proto (or proto/generate.sh),
 // which needs protoc; CI checks that the committed code is what the
