@@ -7,6 +7,8 @@
 //     serves).
 //   - helloworld/v1: muxrpc.helloworld.v1's Greeter, for
 //     examples/helloworld.
+//   - routeguide/v1: muxrpc.routeguide.v1's RouteGuide, one method of
+//     each kind over points on a map, for examples/routeguide.
 //
 // Regenerate everything with go generate ./proto (or proto/generate.sh),
 // which needs protoc; CI checks that the committed code is what the
