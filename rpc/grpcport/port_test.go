@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"strings"
@@ -121,7 +122,8 @@ func startPort(t *testing.T, tr mux.Transport, opts []rpc.ServerOption, popts ..
 		p.calls.Add(1)
 		return h(ctx, req)
 	})
-	srv := rpc.NewServer(append([]rpc.ServerOption{count, rpc.MuxConfig(&mux.Config{Transport: tr})}, opts...)...)
+	quiet := rpc.WithLogger(slog.New(slog.DiscardHandler)) // the handler that panics on purpose is logged
+	srv := rpc.NewServer(append([]rpc.ServerOption{count, quiet, rpc.MuxConfig(&mux.Config{Transport: tr})}, opts...)...)
 	echov1.RegisterEchoServer(srv, echo{})
 	p.port = grpcport.New(srv, popts...)
 	lis := listen(t)
