@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of every Go module of the repository (each directory
-# with a go.mod, outside testdata: the root, bench/, rpc/integration/,
-# rpc/etcddirectory/ and rpc/cmd/muxrpcurl/) under the race detector, each
-# package bounded in time, and then the one test that needs it off. Fails if
-# any module's tests fail; arguments go to every go test.
+# with a go.mod, outside testdata: the root, bench/, examples/kcp/,
+# rpc/integration/, rpc/etcddirectory/ and rpc/cmd/muxrpcurl/) under the
+# race detector, each package bounded in time, and then the one test that
+# needs it off. Fails if any module's tests fail; arguments go to every go
+# test.
 set -euo pipefail
 cd "$(dirname "$0")"
 # Progress: each package's start and end, and a failing package's output
