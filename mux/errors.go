@@ -38,8 +38,17 @@ var (
 	ErrProtocol = errors.New("mux: protocol error")
 
 	// ErrNotMuxrpc is the handshake's error when the peer's first bytes are
-	// not a muxrpc preface.
+	// not a muxrpc preface, or not the one of this side's transport. The
+	// error's text says what the peer speaks when its bytes tell: muxrpc's
+	// other transport (then errors.Is(err, ErrTransportMismatch) holds
+	// too), TLS, HTTP/1.x or HTTP/2 (gRPC).
 	ErrNotMuxrpc = errors.New("mux: peer is not a muxrpc peer")
+
+	// ErrTransportMismatch is the handshake's error, on either side, when
+	// the peer speaks muxrpc's other transport (Config.Transport): Smux to
+	// a Native side, or Native to a Smux side. Such an error is also
+	// ErrNotMuxrpc, and says which Transport to set.
+	ErrTransportMismatch = errors.New("mux: the peer speaks muxrpc's other transport")
 
 	// ErrVersion is the handshake's error when the peer speaks another
 	// protocol version.
@@ -131,7 +140,7 @@ func refusedBy(cause error) error {
 	if cause == nil || errors.Is(cause, ErrRefused) {
 		return cause
 	}
-	return fmt.Errorf("%w: %w", ErrRefused, cause)
+	return fmt.Errorf("%w: %w", ErrRefused, bare{cause})
 }
 
 // errOffersH2 is DialTLS's error for a TLS configuration that offers

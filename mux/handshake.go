@@ -35,6 +35,15 @@ func (s *Session) handshake(ctx context.Context) error {
 		written <- err
 	}()
 	err := s.readHandshake()
+	if errors.Is(err, ErrTransportMismatch) {
+		// A muxrpc peer of the other transport: let it read this side's
+		// preface, which tells it so.
+		if werr := <-written; werr == nil {
+			lingerClose(s.conn, lingerFor(s.cfg))
+		}
+		s.conn.Close()
+		return hb.fail(err)
+	}
 	if err != nil {
 		s.conn.Close() // unblocks the writer
 	}
@@ -56,12 +65,20 @@ func (s *Session) readHandshake() error {
 	s.bytesRecv.Add(uint64(n))
 	if err != nil {
 		if n > 0 && !bytesArePrefixOfPreface(pre[:n]) {
-			return fmt.Errorf("mux: handshake: %w: got %q", ErrNotMuxrpc, pre[:n])
+			return peerSpeaks(pre[:n], Native, s.client)
+		}
+		if n == 0 {
+			if err := closedBeforePreface(err); err != nil {
+				return err
+			}
 		}
 		return fmt.Errorf("mux: handshake: reading preface: %w", err)
 	}
 	if err := checkPreface(pre[:]); err != nil {
-		return fmt.Errorf("mux: handshake: %w", err)
+		if errors.Is(err, ErrNotMuxrpc) {
+			return peerSpeaks(pre[:], Native, s.client)
+		}
+		return fmt.Errorf("mux: handshake: %w", bare{err})
 	}
 	s.br = newConnReader(s.conn, &s.heardAt, &s.bytesRecv)
 	hb, err := s.br.Peek(frameHeaderLen)
@@ -75,7 +92,7 @@ func (s *Session) readHandshake() error {
 		err = fmt.Errorf("%w: first frame is %s, not SETTINGS", errFrame, h.typ)
 	}
 	if err != nil {
-		return fmt.Errorf("mux: handshake: %w: %w", ErrProtocol, err)
+		return fmt.Errorf("mux: handshake: %w: %w", bare{ErrProtocol}, err)
 	}
 	s.br.Discard(frameHeaderLen)
 	p, err := s.br.Peek(int(h.length))
@@ -84,7 +101,7 @@ func (s *Session) readHandshake() error {
 	}
 	s.peer, err = parseSettings(p)
 	if err != nil {
-		return fmt.Errorf("mux: handshake: %w: %w", ErrProtocol, err)
+		return fmt.Errorf("mux: handshake: %w: %w", bare{ErrProtocol}, err)
 	}
 	s.br.Discard(int(h.length))
 	return nil

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Dial connects to addr and starts the client side of a session on the
@@ -18,7 +19,54 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Session, err
 	if err != nil {
 		return nil, err
 	}
-	return newSession(ctx, conn, cfg, true)
+	s, err := newSession(ctx, conn, cfg, true)
+	var np *noPrefaceError
+	if errors.As(err, &np) && probeTLS(ctx, network, addr) {
+		err = &notMuxrpcError{what: "the peer speaks TLS: dial with rpc.WithTLS (mux.DialTLS)"}
+	}
+	return s, err
+}
+
+// probeTLS reports whether the server at addr speaks TLS. A TLS server
+// hangs up on a muxrpc preface without a word, so when a server did so,
+// Dial asks it again, with a TLS ClientHello this time, and looks at the
+// first bytes of the answer: a TLS record. It takes a second at most.
+func probeTLS(ctx context.Context, network, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "" {
+		host = "localhost"
+	}
+	fc := &firstRead{Conn: conn}
+	// Only the answer's first bytes are read: the handshake fails there,
+	// before any certificate is looked at.
+	tls.Client(fc, &tls.Config{ServerName: host}).HandshakeContext(ctx)
+	return looksLikeTLS(fc.got)
+}
+
+// firstRead is a connection that reads once: it keeps the bytes, and
+// fails every later read.
+type firstRead struct {
+	net.Conn
+	got []byte
+}
+
+var errProbed = errors.New("mux: probed")
+
+func (c *firstRead) Read(p []byte) (int, error) {
+	if c.got != nil {
+		return 0, errProbed
+	}
+	n, err := c.Conn.Read(p)
+	c.got = append([]byte{}, p[:n]...)
+	return n, err
 }
 
 // DialTLS connects to addr over TLS and starts the client side of a

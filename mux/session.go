@@ -299,7 +299,7 @@ func signal(c chan struct{}) {
 // Ping sends a ping and returns the round-trip time to the peer's answer.
 func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 	if s.smux != nil {
-		return 0, fmt.Errorf("mux: Ping: %w", ErrUnsupported)
+		return 0, fmt.Errorf("mux: Ping: %w", bare{ErrUnsupported})
 	}
 	answered := make(chan struct{})
 	s.mu.Lock()
@@ -336,7 +336,7 @@ func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 // This side may still open streams. Only the first GoAway is sent.
 func (s *Session) GoAway(code uint32, debug []byte) error {
 	if s.smux != nil {
-		return fmt.Errorf("mux: GoAway: %w", ErrUnsupported)
+		return fmt.Errorf("mux: GoAway: %w", bare{ErrUnsupported})
 	}
 	if limit := s.goAwayDebugLimit(); len(debug) > limit {
 		return fmt.Errorf("mux: GoAway: %d bytes of debug data exceed the limit of %d", len(debug), limit)

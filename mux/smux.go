@@ -41,7 +41,7 @@ func newSmuxSession(ctx context.Context, conn net.Conn, c Config, client bool, s
 		return nil, err
 	}
 	hb := boundHandshake(ctx, conn, c.HandshakeTimeout)
-	rw := newSmuxConn(conn, s)
+	rw := newSmuxConn(conn, s, client)
 	if err := s.smuxHandshake(ctx, rw, sc, client); err != nil {
 		if s.smux != nil {
 			s.smux.Close()
@@ -127,6 +127,13 @@ func (s *Session) smuxHandshake(ctx context.Context, rw *smuxConn, sc *smux.Conf
 	}
 	if !client {
 		hello, err := readSmuxHello(rw.Conn)
+		if errors.Is(err, ErrTransportMismatch) {
+			// A client of the native transport: a smux frame, NOP, tells
+			// it what this side speaks (see peerSpeaks).
+			if _, werr := rw.Conn.Write(smuxNOPFrame[:]); werr == nil {
+				lingerClose(rw.Conn, lingerFor(s.cfg))
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -147,13 +154,13 @@ func (s *Session) smuxHandshake(ctx context.Context, rw *smuxConn, sc *smux.Conf
 		// miss once the peer's reset arrives. The read that follows finds
 		// it, as the native handshake's does; the deadline bounds it.
 		if _, rerr := s.smuxReadSettings(); rerr != nil {
-			return rerr
+			return rw.firstBytesError(rerr)
 		}
 		return fmt.Errorf("mux: handshake: sending settings over smux: %w", err)
 	}
 	limit, err := s.smuxReadSettings()
 	if err != nil {
-		return err
+		return rw.firstBytesError(err)
 	}
 	s.peer = settings{maxIncomingStreams: limit, initialWindow: uint32(s.cfg.StreamWindow), maxFrameSize: uint32(sc.MaxFrameSize)}
 	return nil
@@ -200,7 +207,7 @@ func (s *Session) smuxReadSettings() (uint32, error) {
 	sms, err := s.smux.AcceptStream()
 	if err != nil {
 		if errors.Is(err, smux.ErrInvalidProtocol) {
-			err = fmt.Errorf("%w: %w", ErrProtocol, err)
+			err = fmt.Errorf("%w: %w", bare{ErrProtocol}, err)
 		}
 		return 0, fmt.Errorf("mux: handshake: waiting for the peer's settings: %w", err)
 	}
@@ -209,7 +216,7 @@ func (s *Session) smuxReadSettings() (uint32, error) {
 	r := byteReader{sms}
 	t, err := binary.ReadUvarint(r)
 	if err == nil && t != uint64(smuxSettingsType) {
-		return 0, fmt.Errorf("mux: handshake: %w: the peer's first stream has type %d, not its settings", ErrProtocol, t)
+		return 0, fmt.Errorf("mux: handshake: %w: the peer's first stream has type %d, not its settings", bare{ErrProtocol}, t)
 	}
 	var limit uint64
 	if err == nil {
@@ -233,6 +240,10 @@ const (
 	smuxNOP       = 3 // keepalive
 )
 
+// smuxNOPFrame is a smux frame that does nothing: what the server sends a
+// native client, to tell it what this side speaks.
+var smuxNOPFrame = [smuxHeaderLen]byte{smuxVersion, smuxNOP}
+
 // smuxHelloMax bounds what readSmuxHello reads: ample for the frames up to
 // the client's settings, which take at most 31 bytes.
 const smuxHelloMax = 64
@@ -249,12 +260,17 @@ func readSmuxHello(r io.Reader) ([]byte, error) {
 	var sid uint32
 	for {
 		if n+smuxHeaderLen > len(buf) {
-			return nil, fmt.Errorf("mux: handshake: %w: no settings in the peer's first %d bytes", ErrProtocol, n)
+			return nil, fmt.Errorf("mux: handshake: %w: no settings in the peer's first %d bytes", bare{ErrProtocol}, n)
 		}
 		h := buf[n : n+smuxHeaderLen]
 		k, err := io.ReadFull(r, h)
 		if k > 0 && h[0] != smuxVersion {
-			return nil, fmt.Errorf("mux: handshake: %w: got %q", ErrNotMuxrpc, buf[:n+k])
+			return nil, peerSpeaks(buf[:n+k], Smux, false)
+		}
+		if n+k == 0 {
+			if err := closedBeforePreface(err); err != nil {
+				return nil, err
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("mux: handshake: reading the peer's settings: %w", err)
@@ -271,7 +287,7 @@ func readSmuxHello(r io.Reader) ([]byte, error) {
 			}
 			return append([]byte(nil), buf[:n+length]...), nil
 		default:
-			return nil, fmt.Errorf("mux: handshake: %w: smux frame %x before the peer's settings", ErrProtocol, h)
+			return nil, fmt.Errorf("mux: handshake: %w: smux frame %x before the peer's settings", bare{ErrProtocol}, h)
 		}
 	}
 }

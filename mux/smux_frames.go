@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -200,6 +201,12 @@ type smuxConn struct {
 	in, out smuxScanner                 // used by smux's receiving and sending goroutines
 	fl      atomic.Pointer[smuxFlusher] // set once the session is established: writes go through it
 	stats   *Session                    // counts the bytes read and written, for Stats
+
+	// On the client side, the server's first bytes are checked before
+	// smux reads them (see checkFirst): checkFirst says they are still to
+	// come, and firstErr is what they told of a server that is not smux.
+	checkFirst bool
+	firstErr   atomic.Pointer[error]
 }
 
 // smuxReadBufferSize is the size of a session's read buffer: as the native
@@ -211,8 +218,8 @@ const smuxReadBufferSize = readBufferSize
 // with smux's first read, once smux has started: on a server, once the
 // client's first frames have arrived (see readSmuxHello), so that a
 // silent connection costs no buffer.
-func newSmuxConn(conn net.Conn, s *Session) *smuxConn {
-	return &smuxConn{Conn: conn, stats: s}
+func newSmuxConn(conn net.Conn, s *Session, client bool) *smuxConn {
+	return &smuxConn{Conn: conn, stats: s, checkFirst: client}
 }
 
 // Read hands smux what the buffer holds, and follows the frames in it. The
@@ -240,6 +247,11 @@ type smuxRawReader struct{ c *smuxConn }
 
 func (r smuxRawReader) Read(p []byte) (int, error) {
 	c := r.c
+	if c.checkFirst {
+		if err := c.checkFirstBytes(); err != nil {
+			return 0, err
+		}
+	}
 	if len(c.replay) > 0 {
 		n := copy(p, c.replay)
 		c.replay = c.replay[n:]
@@ -253,6 +265,42 @@ func (r smuxRawReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// checkFirstBytes reads the server's first frame header, for smux to read
+// from the replay, and fails with what it tells if the server does not
+// speak smux: smux itself would report "invalid protocol" only. A server
+// that hangs up without sending a byte fails so too (closedBeforePreface).
+func (c *smuxConn) checkFirstBytes() error {
+	c.checkFirst = false
+	var h [smuxHeaderLen]byte
+	k, err := io.ReadFull(c.Conn, h[:])
+	c.stats.bytesRecv.Add(uint64(k))
+	var ferr error
+	switch {
+	case k > 0 && h[0] != smuxVersion:
+		ferr = peerSpeaks(h[:k], Smux, true)
+	case k == 0:
+		ferr = closedBeforePreface(err)
+	}
+	if ferr != nil {
+		c.firstErr.Store(&ferr)
+		return ferr
+	}
+	c.replay = append(c.replay, h[:k]...)
+	if err != nil && k < smuxHeaderLen {
+		return err
+	}
+	return nil
+}
+
+// firstBytesError returns the error of a client's handshake that failed
+// with err: what the server's first bytes told, if they were not smux's.
+func (c *smuxConn) firstBytesError(err error) error {
+	if ferr := c.firstErr.Load(); ferr != nil {
+		return *ferr
+	}
+	return err
 }
 
 // Write follows the frames smux sends, and writes them: through the
