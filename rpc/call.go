@@ -23,6 +23,9 @@ import (
 // while the session lives. The call is in flight, for Peer.Shutdown and
 // Server.GracefulStop, until Invoke returns.
 func (p *Peer) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error {
+	if p == nil {
+		return errNilPeer
+	}
 	if p.unaryInt != nil {
 		return p.unaryInt(ctx, method, req, reply, p, p.invoke, opts...)
 	}
@@ -37,12 +40,22 @@ func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ Clie
 	return cfg.ended(p, p.invokeWith(ctx, method, req, reply, &cfg))
 }
 
+// errNilPeer is the error of a call on a nil *Peer: what PeerFromContext
+// returns outside a handler.
+var errNilPeer = grpcstatus.Error(codes.FailedPrecondition, "rpc: call on a nil *Peer: PeerFromContext returns nil outside a handler (and in the handlers of calls that came by gRPC)")
+
+// errNilReply is the error of a unary call with a nil reply.
+var errNilReply = grpcstatus.Error(codes.Internal, "rpc: nil reply: Invoke needs a message to decode the response into")
+
 // invokeWith makes a unary call on this session, as one of the attempts
 // of a call configured by cfg: it sends the call again once if the
 // session, still live, refused it.
 func (p *Peer) invokeWith(ctx context.Context, method string, req, reply any, cfg *callConfig) error {
 	if cfg.err != nil {
 		return cfg.err
+	}
+	if reply == nil {
+		return errNilReply
 	}
 	p.callStarts()
 	defer p.callEnds()
@@ -174,6 +187,9 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 				cfg.stats().inHeader(nil, 0, "", true)
 			}
 			if err := decodeMessage(payload, reply); err != nil {
+				if _, ok := grpcstatus.FromError(err); ok {
+					return err // reply is no protocol buffer
+				}
 				return grpcstatus.Errorf(codes.Internal, "rpc: malformed response for %s: %v", method, err)
 			}
 			gotReply = true
@@ -286,6 +302,9 @@ func (t *trailer) err() error {
 // status OK) or ctx has ended: a caller that abandons a stream must cancel
 // its context, as in gRPC.
 func (p *Peer) NewStream(ctx context.Context, desc *StreamDesc, method string, opts ...CallOption) (ClientStream, error) {
+	if p == nil {
+		return nil, errNilPeer
+	}
 	if p.streamInt != nil {
 		return p.streamInt(ctx, desc, p, method, p.newStream, opts...)
 	}

@@ -27,6 +27,16 @@ func protoMessage(m any) (pm proto.Message, ok bool) {
 	return nil, false
 }
 
+// isNilMessage reports whether m is nil, or a nil pointer to a protocol
+// buffer message: what a handler that forgot its response returns.
+func isNilMessage(m any) bool {
+	if m == nil {
+		return true
+	}
+	pm, ok := protoMessage(m)
+	return ok && !pm.ProtoReflect().IsValid()
+}
+
 // outMessage is a message to send, its encoded size computed once: the
 // buffer its part is assembled in is sized from it, and the encoding
 // reuses it.

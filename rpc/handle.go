@@ -186,6 +186,10 @@ func (c *serverCall) serveUnary() {
 		c.fail(handlerStatus(err))
 		return
 	}
+	if isNilMessage(resp) {
+		c.fail(status.Newf(codes.Internal, "rpc: handler for %s returned a nil response and no error", c.m.fullName))
+		return
+	}
 	out, err := newOutMessage(resp)
 	if err != nil {
 		c.fail(status.Convert(err))

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/muxrpc/muxrpc/mux"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 )
 
 // A Peer is one side of a session. It calls the other side (Invoke,
@@ -49,8 +51,11 @@ type Peer struct {
 
 type peerKey struct{}
 
-// PeerFromContext returns the Peer a handler's call arrived on, or nil
-// outside a handler. Calls made through it go back to the caller.
+// PeerFromContext returns the Peer a handler's call arrived on. Calls
+// made through it go back to the caller. It returns nil outside a
+// handler, and in the handler of a call that came by gRPC (through
+// rpc/grpcport, say), which has no Peer to call back; calls on a nil
+// *Peer fail with FailedPrecondition.
 func PeerFromContext(ctx context.Context) *Peer {
 	p, _ := ctx.Value(peerKey{}).(*Peer)
 	return p
@@ -61,7 +66,12 @@ func PeerFromContext(ctx context.Context) *Peer {
 // bounds the dial and the handshakes; so does mux.Config's
 // HandshakeTimeout. A server that refuses the session (see
 // Authenticator) makes Dial fail with the refusal's status, code
-// Unauthenticated or PermissionDenied, say.
+// Unauthenticated or PermissionDenied, say. Any other failure (no
+// connection, a failed handshake, a peer that is no muxrpc server of this
+// transport, or ctx or the handshake timeout ending first) has code
+// Unavailable, as the calls of a Client that cannot connect, and keeps
+// its cause for errors.Is and errors.As: mux.ErrNotMuxrpc,
+// context.DeadlineExceeded, a *net.OpError.
 func Dial(ctx context.Context, target string, opts ...DialOption) (*Peer, error) {
 	cfg := newPeerConfig()
 	for _, o := range opts {
@@ -79,14 +89,28 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*Peer, error)
 		sess, err = mux.Dial(ctx, network, addr, cfg.muxConfig())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("rpc: dial %s: %w", target, err)
+		return nil, dialError(target, err)
 	}
 	p := newPeer(sess, cfg)
 	if err := p.greet(ctx); err != nil {
 		p.wait()
+		if c := status.Code(err); c == codes.Canceled || c == codes.DeadlineExceeded {
+			cause := ctx.Err()
+			if cause == nil {
+				cause = context.DeadlineExceeded // the handshake timeout's
+			}
+			return nil, dialError(target, fmt.Errorf("session hello: %w", cause))
+		}
 		return nil, fmt.Errorf("rpc: dial %s: %w", target, err)
 	}
 	return p, nil
+}
+
+// dialError is Dial's error when it could not connect, or the handshake
+// failed: Unavailable, with err as its cause.
+func dialError(target string, err error) error {
+	msg := fmt.Sprintf("rpc: dial %s: %v", target, err)
+	return &statusError{status.New(codes.Unavailable, msg), err}
 }
 
 // NewPeer returns a Peer on a session the caller made, with mux.Client or
