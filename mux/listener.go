@@ -30,8 +30,39 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Session, err
 // probeTLS reports whether the server at addr speaks TLS. A TLS server
 // hangs up on a muxrpc preface without a word, so when a server did so,
 // Dial asks it again, with a TLS ClientHello this time, and looks at the
-// first bytes of the answer: a TLS record. It takes a second at most.
+// first bytes of the answer: a TLS record. It takes a second at most. The
+// answer is kept for a minute (see probed), so that a client that
+// redials a server that hangs up does not double its connections.
 func probeTLS(ctx context.Context, network, addr string) bool {
+	key := network + " " + addr
+	probed.mu.Lock()
+	r, ok := probed.m[key]
+	probed.mu.Unlock()
+	if ok && time.Since(r.at) < time.Minute {
+		return r.tls
+	}
+	isTLS := probeTLSNow(ctx, network, addr)
+	probed.mu.Lock()
+	if probed.m == nil || len(probed.m) >= 256 {
+		probed.m = make(map[string]probeResult)
+	}
+	probed.m[key] = probeResult{isTLS, time.Now()}
+	probed.mu.Unlock()
+	return isTLS
+}
+
+// probed keeps probeTLS's recent answers, by network and address.
+var probed struct {
+	mu sync.Mutex
+	m  map[string]probeResult
+}
+
+type probeResult struct {
+	tls bool
+	at  time.Time
+}
+
+func probeTLSNow(ctx context.Context, network, addr string) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var d net.Dialer

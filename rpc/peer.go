@@ -66,12 +66,13 @@ func PeerFromContext(ctx context.Context) *Peer {
 // bounds the dial and the handshakes; so does mux.Config's
 // HandshakeTimeout. A server that refuses the session (see
 // Authenticator) makes Dial fail with the refusal's status, code
-// Unauthenticated or PermissionDenied, say. Any other failure (no
-// connection, a failed handshake, a peer that is no muxrpc server of this
-// transport, or ctx or the handshake timeout ending first) has code
-// Unavailable, as the calls of a Client that cannot connect, and keeps
-// its cause for errors.Is and errors.As: mux.ErrNotMuxrpc,
-// context.DeadlineExceeded, a *net.OpError.
+// Unauthenticated or PermissionDenied, say; a session hello that ctx or
+// the handshake timeout cut short, with DeadlineExceeded or Canceled. A
+// failure before (no connection, a failed session handshake, a peer that
+// is no muxrpc server of this transport, or ctx or the handshake timeout
+// ending first) has code Unavailable, as the calls of a Client that
+// cannot connect, and keeps its cause for errors.Is and errors.As:
+// mux.ErrNotMuxrpc, context.DeadlineExceeded, a *net.OpError.
 func Dial(ctx context.Context, target string, opts ...DialOption) (*Peer, error) {
 	cfg := newPeerConfig()
 	for _, o := range opts {
@@ -94,13 +95,6 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*Peer, error)
 	p := newPeer(sess, cfg)
 	if err := p.greet(ctx); err != nil {
 		p.wait()
-		if c := status.Code(err); c == codes.Canceled || c == codes.DeadlineExceeded {
-			cause := ctx.Err()
-			if cause == nil {
-				cause = context.DeadlineExceeded // the handshake timeout's
-			}
-			return nil, dialError(target, fmt.Errorf("session hello: %w", cause))
-		}
 		return nil, fmt.Errorf("rpc: dial %s: %w", target, err)
 	}
 	return p, nil
