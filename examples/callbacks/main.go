@@ -28,8 +28,10 @@ import (
 	"log"
 	"net"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	echov1 "github.com/muxrpc/muxrpc/proto/echo/v1"
@@ -81,7 +83,16 @@ func serveForever(addr string) error {
 		return err
 	}
 	log.Printf("serving on %s", lis.Addr())
-	return newServer(os.Stdout).Serve(lis)
+	srv := newServer(os.Stdout)
+	// Ctrl-C or SIGTERM stops the server gracefully: every client gets a
+	// GoAway, the calls in flight finish, and Serve returns nil.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		srv.GracefulStop()
+	}()
+	return srv.Serve(lis)
 }
 
 // newServer returns the Echo server, with gRPC's reflection service, so
