@@ -44,7 +44,9 @@ func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ Clie
 // returns outside a handler.
 var errNilPeer = grpcstatus.Error(codes.FailedPrecondition, "rpc: call on a nil *Peer: PeerFromContext returns nil outside a handler (and in the handlers of calls that came by gRPC)")
 
-// errNilReply is the error of a unary call with a nil reply.
+// errNilReply is the error of a unary call with a nil reply that gets a
+// response: a call that fails fails with its own status, as in gRPC-Go,
+// whose interop case unimplemented_method calls with nil messages.
 var errNilReply = grpcstatus.Error(codes.Internal, "rpc: nil reply: Invoke needs a message to decode the response into")
 
 // invokeWith makes a unary call on this session, as one of the attempts
@@ -53,9 +55,6 @@ var errNilReply = grpcstatus.Error(codes.Internal, "rpc: nil reply: Invoke needs
 func (p *Peer) invokeWith(ctx context.Context, method string, req, reply any, cfg *callConfig) error {
 	if cfg.err != nil {
 		return cfg.err
-	}
-	if reply == nil {
-		return errNilReply
 	}
 	p.callStarts()
 	defer p.callEnds()
@@ -185,6 +184,9 @@ func (p *Peer) roundTrip(ctx context.Context, method string, req, reply any, cfg
 			}
 			if cfg.stats() != nil && got.header == nil {
 				cfg.stats().inHeader(nil, 0, "", true)
+			}
+			if reply == nil { // found when a response comes: a failed call says why it failed, as in gRPC
+				return errNilReply
 			}
 			if err := decodeMessage(payload, reply); err != nil {
 				if _, ok := grpcstatus.FromError(err); ok {

@@ -230,6 +230,11 @@ func TestNilReplyAndNilResponse(t *testing.T) {
 	if status.Code(err) != codes.Internal || status.Convert(err).Message() != "rpc: nil reply: Invoke needs a message to decode the response into" {
 		t.Errorf("Invoke with a nil reply: %v", err)
 	}
+	// A call that fails fails with its own status, nil reply or not, as
+	// gRPC's interop case unimplemented_method expects.
+	if err := p.Invoke(ctx, "/muxrpc.echo.v1.Echo/Nope", nil, nil); status.Code(err) != codes.Unimplemented {
+		t.Errorf("Invoke of an unknown method with nil messages: %v, want Unimplemented", err)
+	}
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
