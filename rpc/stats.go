@@ -40,10 +40,11 @@ import (
 // call's status. A call of an unknown method gets TagRPC, InHeader and
 // OutTrailer only, as in gRPC.
 //
-// Payload sizes are the encoded message's (Length, and CompressedLength,
-// muxrpc messages being uncompressed) and the part's on the wire, its
-// 5-byte prefix included (WireLength); header and trailer WireLengths
-// are their parts' too. A side without handlers pays a length check per
+// Payload sizes are the encoded message's (Length), its payload as it
+// went on the wire, compressed if the call is (CompressedLength, Length
+// otherwise), and its part's, the 5-byte prefix included (WireLength);
+// header and trailer WireLengths are their parts' too, and the headers
+// name the call's compressor (Compression). A side without handlers pays a length check per
 // call and per session, nothing more.
 
 // WithStatsHandler adds a stats handler, as gRPC's grpc.WithStatsHandler
