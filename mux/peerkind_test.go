@@ -1,12 +1,15 @@
 package mux
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -123,10 +126,11 @@ func TestNotMuxrpcServersNamed(t *testing.T) {
 		}{
 			{"TLS", tln.Addr().String(), "the peer speaks TLS: dial with rpc.WithTLS", Config{}},
 			// An HTTP/1.x server answers once it has a line: the settings
-			// carry a newline when MaxIncomingStreams is 10. (With no
-			// newline in what a client sends, net/http waits for one, and
-			// the handshake times out.)
-			{"HTTP/1.x", httpAddr, "the peer speaks HTTP/1.x: an HTTP server?", Config{MaxIncomingStreams: 10}},
+			// carry a newline when MaxIncomingStreams is 10.
+			{"HTTP/1.x answering", httpAddr, "the peer speaks HTTP/1.x: an HTTP server?", Config{MaxIncomingStreams: 10}},
+			// With no newline in what the client sends, net/http waits for
+			// one, until Dial asks it with an HTTP request.
+			{"HTTP/1.x silent", httpAddr, "the peer speaks HTTP/1.x: an HTTP server? (it says nothing to a muxrpc preface until a line ends)", Config{HandshakeTimeout: time.Minute}},
 		} {
 			c.cfg.Transport = tr
 			start := time.Now()
@@ -135,6 +139,111 @@ func TestNotMuxrpcServersNamed(t *testing.T) {
 				s.Kill()
 			}
 			checkHandshakeError(t, tr.String()+" client of a "+c.name+" server", err, time.Since(start), c.want)
+		}
+	}
+}
+
+// TestSilentHTTPServersNamed: an HTTP/1.x server, which says nothing to
+// a muxrpc preface, is asked with an HTTP request on a second connection
+// once it has been silent for a moment, with TLS (DialTLS and an HTTPS
+// server) and without; the client's handshake then fails at once, saying
+// so, and a client dialing again within a minute does not ask again.
+func TestSilentHTTPServersNamed(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		for _, tr := range []Transport{Native, Smux} {
+			var conns atomic.Int32
+			hs := httptest.NewUnstartedServer(http.NotFoundHandler())
+			hs.Config.ConnState = func(_ net.Conn, cs http.ConnState) {
+				if cs == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			dial, want := Dial, "the peer speaks HTTP/1.x: an HTTP server?"
+			if withTLS {
+				hs.StartTLS()
+				clientTLS := hs.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+				clientTLS.NextProtos = nil
+				dial = func(ctx context.Context, network, addr string, cfg *Config) (*Session, error) {
+					return DialTLS(ctx, network, addr, clientTLS, cfg)
+				}
+				want = "the peer speaks HTTP/1.x: an HTTPS server?"
+			} else {
+				hs.Start()
+			}
+			addr := hs.Listener.Addr().String()
+			name := fmt.Sprintf("%v client of an HTTP server, TLS %v", tr, withTLS)
+			for i, wantConns := range []int32{2, 3} {
+				start := time.Now()
+				s, err := dial(testCtx(t, 30*time.Second), "tcp", addr, &Config{Transport: tr, HandshakeTimeout: time.Minute})
+				if s != nil {
+					s.Kill()
+				}
+				checkHandshakeError(t, name, err, time.Since(start), want)
+				if d := time.Since(start); d < minSilence {
+					t.Errorf("%s: failed after %v, before the server was silent for %v", name, d, minSilence)
+				}
+				// The first dial asks on a second connection; the second
+				// dial recalls the answer.
+				waitFor(t, "the server to see the connections", func() bool { return conns.Load() >= wantConns })
+				if got := conns.Load(); got != wantConns {
+					t.Errorf("%s, dial %d: the server saw %d connections, want %d", name, i+1, got, wantConns)
+				}
+			}
+			hs.Close()
+		}
+	}
+}
+
+// TestSlowServerNotTakenForHTTP: a muxrpc server whose preface comes late
+// is asked whether it speaks HTTP, answers the probe with its preface,
+// and the client's handshake completes. (A port shared with gRPC, which
+// answers HTTP/1.x requests with HTTP, answers the probe with muxrpc's
+// preface too: TestBadInputOnSharedPort in rpc/grpcport.)
+func TestSlowServerNotTakenForHTTP(t *testing.T) {
+	for _, tr := range []Transport{Native, Smux} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			s   *Session
+			err error
+		}
+		results := make(chan result, 2)
+		accepted := make(chan struct{})
+		go func() {
+			defer close(accepted)
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					time.Sleep(2 * minSilence) // the server is slow
+					s, err := Server(conn, &Config{Transport: tr})
+					results <- result{s, err}
+				}()
+			}
+		}()
+		s, err := Dial(testCtx(t, 30*time.Second), "tcp", ln.Addr().String(), &Config{Transport: tr})
+		if err != nil {
+			t.Fatalf("%v: dialing a slow muxrpc server: %v", tr, err)
+		}
+		var probes, sessions int
+		for range 2 {
+			r := await(t, results, 10*time.Second)
+			if r.err == nil {
+				sessions++
+				r.s.Close()
+			} else {
+				probes++
+			}
+		}
+		s.Close()
+		ln.Close()
+		<-accepted
+		if probes != 1 || sessions != 1 {
+			t.Errorf("%v: the server saw %d sessions and %d failed handshakes, want one of each", tr, sessions, probes)
 		}
 	}
 }

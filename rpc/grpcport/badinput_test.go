@@ -91,6 +91,21 @@ func TestBadInputOnSharedPort(t *testing.T) {
 		}
 		closedWithin(t, conn, 5*time.Second)
 	})
+	t.Run("a muxrpc client's probe for HTTP/1.x", func(t *testing.T) {
+		// mux.Dial asks a server that is silent for a moment with a
+		// preface that ends a line (PROTOCOL.md, section 1.1): the port
+		// takes it for muxrpc's, and answers with muxrpc's preface, not
+		// with HTTP.
+		conn := rawDial(t, p.addr)
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("MUXRPC\x00\x01\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 8)
+		if _, err := io.ReadFull(conn, got); err != nil || string(got) != "MUXRPC\x00\x01" {
+			t.Fatalf("the port answered %q (%v), want muxrpc's preface", got, err)
+		}
+	})
 	t.Run("calls go on beside silent connections", func(t *testing.T) {
 		for range 50 {
 			rawDial(t, p.addr)
