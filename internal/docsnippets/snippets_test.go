@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // goPath matches a Go file named in the README's prose, in backticks or
@@ -81,3 +83,5 @@ func checkSnippet(t *testing.T, root string, start int, prose string, block []st
 		}
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
