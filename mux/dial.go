@@ -22,11 +22,11 @@ import (
 // that ends a line). Each answer is kept for a minute.
 func Dial(ctx context.Context, network, addr string, cfg *Config) (*Session, error) {
 	t := &dialTarget{network: network, addr: addr}
-	conn, err := t.connect(ctx)
+	conn, took, err := t.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s, err := t.start(ctx, conn, cfg)
+	s, err := t.start(ctx, conn, took, cfg)
 	var np *noPrefaceError
 	if errors.As(err, &np) && t.probeTLS(ctx) {
 		err = &notMuxrpcError{what: "the peer speaks TLS: dial with rpc.WithTLS (mux.DialTLS)"}
@@ -59,49 +59,47 @@ func DialTLS(ctx context.Context, network, addr string, tlsConfig *tls.Config, c
 		tlsConfig.ServerName = host
 	}
 	t := &dialTarget{network: network, addr: addr, tls: tlsConfig}
-	conn, err := t.connect(ctx)
+	conn, took, err := t.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	// The session's handshake runs the TLS handshake, under its deadline.
-	return t.start(ctx, conn, cfg)
+	return t.start(ctx, conn, took, cfg)
 }
 
 // A dialTarget is the server Dial or DialTLS connects to.
 type dialTarget struct {
 	network, addr string
-	tls           *tls.Config   // nil without TLS
-	connectTook   time.Duration // how long the first connection took to connect: about a round trip
+	tls           *tls.Config // nil without TLS
 }
 
 // connect opens a connection to the server, with TLS when t has it (the
-// TLS handshake is left to the first read or write).
-func (t *dialTarget) connect(ctx context.Context) (net.Conn, error) {
+// TLS handshake is left to the first read or write), and says how long
+// connecting took: about a round trip.
+func (t *dialTarget) connect(ctx context.Context) (net.Conn, time.Duration, error) {
 	var d net.Dialer
 	start := time.Now()
 	conn, err := d.DialContext(ctx, t.network, t.addr)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if t.connectTook == 0 {
-		t.connectTook = time.Since(start)
-	}
+	took := time.Since(start)
 	if t.tls != nil {
-		return tls.Client(conn, t.tls), nil
+		return tls.Client(conn, t.tls), took, nil
 	}
-	return conn, nil
+	return conn, took, nil
 }
 
 // start starts the client side of a session on conn, t's first
-// connection. An HTTP/1.x server says nothing to a muxrpc preface: it
+// connection, which took connectTook to connect. An HTTP/1.x server says nothing to a muxrpc preface: it
 // waits for a request line, which a muxrpc client never sends. So when
 // the handshake is still waiting after silence, start asks the server
 // on a second connection with a preface that ends a line (probeHTTP), and
 // ends the handshake at once if the server answers as HTTP does.
-func (t *dialTarget) start(ctx context.Context, conn net.Conn, cfg *Config) (*Session, error) {
+func (t *dialTarget) start(ctx context.Context, conn net.Conn, connectTook time.Duration, cfg *Config) (*Session, error) {
 	hctx, cancel := context.WithCancelCause(ctx)
 	probed := make(chan struct{})
-	watch := time.AfterFunc(t.silence(), func() {
+	watch := time.AfterFunc(silence(connectTook), func() {
 		defer close(probed)
 		if err := t.probeHTTP(hctx); err != nil {
 			cancel(err)
@@ -120,11 +118,12 @@ func (t *dialTarget) start(ctx context.Context, conn net.Conn, cfg *Config) (*Se
 }
 
 // silence is how long a server may say nothing before start asks it
-// whether it speaks HTTP: long enough that a muxrpc server, whose
-// preface follows the connection's establishment by about a round trip
-// (two or three with TLS), is not asked.
-func (t *dialTarget) silence() time.Duration {
-	return max(minSilence, 8*t.connectTook)
+// whether it speaks HTTP, for a connection that took connectTook to
+// connect: long enough that a muxrpc server, whose preface follows the
+// connection's establishment by about a round trip (two or three with
+// TLS), is not asked.
+func silence(connectTook time.Duration) time.Duration {
+	return max(minSilence, 8*connectTook)
 }
 
 // minSilence is the least silence before start asks a server whether it

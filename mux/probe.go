@@ -107,7 +107,7 @@ func (t *dialTarget) probeHTTP(ctx context.Context) error {
 func (t *dialTarget) askHTTP(ctx context.Context) (isHTTP, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	conn, err := t.connect(ctx)
+	conn, _, err := t.connect(ctx)
 	if err != nil {
 		return false, ctx.Err() == nil
 	}
