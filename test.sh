@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of every Go module of the repository (each directory
-# with a go.mod, outside testdata: the root, bench/, examples/kcp/,
+# with a go.mod, outside testdata: the root first, then bench/, examples/kcp/,
 # rpc/integration/, rpc/etcddirectory/ and rpc/cmd/muxrpcurl/) under the
 # race detector, each package bounded in time, and then the one test that
 # needs it off. Fails if any module's tests fail; arguments go to every go
@@ -13,7 +13,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/testprogress" ./internal/testprogress
 failed=()
-for mod in $(find . -name go.mod -not -path '*/testdata/*' | sort); do
+for mod in ./go.mod $(find . -mindepth 2 -name go.mod -not -path '*/testdata/*' | sort); do
 	dir=$(dirname "$mod")
 	echo "== go test $dir: compiling, then each package as it starts and ends"
 	(cd "$dir" && go test -race -timeout 10m -count=1 -json ./... "$@" 2>&1 | "$tmp/testprogress") || failed+=("$dir")
