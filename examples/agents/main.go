@@ -13,8 +13,8 @@
 // or as separate processes, the hub first (it lists and calls its agents
 // every few seconds), then any number of agents:
 //
-//	go run ./examples/agents -hub 127.0.0.1:7071
-//	go run ./examples/agents -agent 127.0.0.1:7071 -name build-1
+//	go run ./examples/agents -listen 127.0.0.1:7071
+//	go run ./examples/agents -connect 127.0.0.1:7071 -name build-1
 //
 // An agent's token is the HMAC of its name under the secret the hub and
 // the agents share (-secret); an agent with a wrong token is refused
@@ -37,6 +37,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -49,28 +50,28 @@ import (
 )
 
 func main() {
-	hub := flag.String("hub", "", "only run the hub, serving on this address")
-	agent := flag.String("agent", "", "only run one agent, connecting to the hub at this address")
-	name := flag.String("name", "", "the agent's name, with -agent (default: the host name)")
+	listen := flag.String("listen", "", "only run the hub, serving on this address")
+	connect := flag.String("connect", "", "only run one agent, connecting to the hub at this address")
+	name := flag.String("name", "", "the agent's name, with -connect (default: the host name)")
 	agents := flag.Int("agents", 5, "how many agents to run beside the hub, in one process")
 	secret := flag.String("secret", "muxrpc example secret", "the secret the hub and the agents share")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
 	switch {
-	case *hub != "":
+	case *listen != "":
 		var lis net.Listener
-		if lis, err = net.Listen("tcp", *hub); err == nil {
+		if lis, err = net.Listen("tcp", *listen); err == nil {
 			log.Printf("hub serving on %s", lis.Addr())
 			err = runHub(ctx, os.Stdout, lis, *secret, 5*time.Second)
 		}
-	case *agent != "":
+	case *connect != "":
 		if *name == "" {
 			*name, _ = os.Hostname()
 		}
-		err = runAgent(ctx, *agent, *name, *secret)
+		err = runAgent(ctx, *connect, *name, *secret)
 	default:
 		err = runBoth(ctx, os.Stdout, *agents, *secret)
 	}

@@ -65,7 +65,7 @@ agent-5: status agent-5, 0 commands run
 	}
 }
 
-// TestHubAndAgentProcesses runs the hub and two agents as -hub and -agent
+// TestHubAndAgentProcesses runs the hub and two agents as -listen and -connect
 // do, in one process: the agents connect, the hub lists them and calls
 // them, and everything stops with the context.
 func TestHubAndAgentProcesses(t *testing.T) {
