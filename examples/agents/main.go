@@ -37,8 +37,8 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	agentv1 "github.com/muxrpc/muxrpc/proto/agent/v1"
