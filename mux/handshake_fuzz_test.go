@@ -257,6 +257,7 @@ func FuzzHandshake(f *testing.F) {
 		f.Add([]byte("MUXRPC\x00\x02"), client)
 		f.Add([]byte("MUX"), client)
 		f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), client)
+		f.Add(httpProbe, client) // what Dial asks a silent server
 	}
 	cfg := &Config{KeepAliveInterval: -1, HandshakeTimeout: 10 * time.Second}
 	f.Fuzz(func(t *testing.T, hello []byte, client bool) {
