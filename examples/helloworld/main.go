@@ -42,6 +42,7 @@ func main() {
 	case *listen != "":
 		var lis net.Listener
 		if lis, err = net.Listen("tcp", *listen); err == nil {
+			log.Printf("serving on %s", lis.Addr())
 			err = serve(ctx, lis, os.Stdout)
 		}
 	case *connect != "":
