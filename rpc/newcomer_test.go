@@ -149,6 +149,10 @@ func TestDialFailuresSayWhy(t *testing.T) {
 		// With MaxConcurrentCalls 10 the settings carry a newline, the end
 		// of a line an HTTP/1.x server waits for before it answers.
 		{"HTTP server", httpAddr, []rpc.DialOption{rpc.MaxConcurrentCalls(10)}, "the peer speaks HTTP/1.x: an HTTP server?", mux.ErrNotMuxrpc, 2 * time.Second},
+		// With the defaults nothing ends a line: the server stays silent,
+		// until Dial asks it again on a second connection.
+		{"HTTP server, silent", httpAddr, nil, "the peer speaks HTTP/1.x: an HTTP server? (it says nothing to a muxrpc preface until a line ends)", mux.ErrNotMuxrpc, 2 * time.Second},
+		{"HTTP server, silent, smux", httpAddr, []rpc.DialOption{smux}, "the peer speaks HTTP/1.x: an HTTP server?", mux.ErrNotMuxrpc, 2 * time.Second},
 		{"smux client, native server", nativeAddr, []rpc.DialOption{smux},
 			"the peer speaks muxrpc's native transport, not smux; set Config.Transport = mux.Native", mux.ErrTransportMismatch, 2 * time.Second},
 		{"native client, smux server", smuxAddr, nil,
