@@ -91,11 +91,12 @@ func (t *dialTarget) connect(ctx context.Context) (net.Conn, time.Duration, erro
 }
 
 // start starts the client side of a session on conn, t's first
-// connection, which took connectTook to connect. An HTTP/1.x server says nothing to a muxrpc preface: it
-// waits for a request line, which a muxrpc client never sends. So when
-// the handshake is still waiting after silence, start asks the server
-// on a second connection with a preface that ends a line (probeHTTP), and
-// ends the handshake at once if the server answers as HTTP does.
+// connection, which took connectTook to connect. An HTTP/1.x server says
+// nothing to a muxrpc preface: it waits for a request line, which a
+// muxrpc client never sends. So when the handshake is still waiting after
+// silence, start asks the server on a second connection with a preface
+// that ends a line (probeHTTP), and ends the handshake at once if the
+// server answers as HTTP does.
 func (t *dialTarget) start(ctx context.Context, conn net.Conn, connectTook time.Duration, cfg *Config) (*Session, error) {
 	hctx, cancel := context.WithCancelCause(ctx)
 	probed := make(chan struct{})

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -244,6 +245,56 @@ func TestSlowServerNotTakenForHTTP(t *testing.T) {
 		<-accepted
 		if probes != 1 || sessions != 1 {
 			t.Errorf("%v: the server saw %d sessions and %d failed handshakes, want one of each", tr, sessions, probes)
+		}
+	}
+}
+
+// TestSilentServerAskedOnce: a server that accepts connections and never
+// says a word, to the preface or to the probe, is asked once: a client
+// that dials it again within a minute remembers that it did not answer as
+// HTTP, and its handshake ends at the handshake timeout, as the first's.
+func TestSilentServerAskedOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		<-accepted
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// Long enough for the probe to give up (probeTimeout) first.
+	cfg := &Config{HandshakeTimeout: minSilence + probeTimeout + time.Second}
+	for i, want := range []int{2, 3} {
+		s, err := Dial(testCtx(t, 30*time.Second), "tcp", ln.Addr().String(), cfg)
+		if s != nil {
+			s.Kill()
+		}
+		if !isTimeout(err) || errors.Is(err, ErrNotMuxrpc) {
+			t.Errorf("dial %d: %v, want the handshake's timeout", i+1, err)
+		}
+		mu.Lock()
+		got := len(conns)
+		mu.Unlock()
+		if got != want {
+			t.Errorf("dial %d: the server saw %d connections, want %d", i+1, got, want)
 		}
 	}
 }

@@ -103,16 +103,17 @@ func (t *dialTarget) probeHTTP(ctx context.Context) error {
 }
 
 // askHTTP sends the server httpProbe and reports whether the answer is
-// HTTP/1.x; ok is false when ctx ended first.
+// HTTP/1.x; ok is false when ctx ended first. A server that has not
+// answered within probeTimeout is no HTTP server.
 func (t *dialTarget) askHTTP(ctx context.Context) (isHTTP, ok bool) {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	conn, _, err := t.connect(ctx)
+	conn, _, err := t.connect(pctx)
 	if err != nil {
 		return false, ctx.Err() == nil
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(pctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := conn.Write(httpProbe); err != nil {
 		return false, ctx.Err() == nil
