@@ -341,10 +341,15 @@ func (p *Peer) welcome(st *mux.Stream) {
 		p.admit()
 	}
 	s := helloStatus(ctx, err)
+	if err != nil {
+		// Before the WELCOME leaves: the dialing side closes the session
+		// once it has read it, which would leave the refusal to look like
+		// a hello cut short by the session's end.
+		p.logRefusal(ctx, s, byAuth)
+	}
 	_, werr := st.WriteLast(appendWelcome(nil, s, services))
 	switch {
 	case err != nil:
-		p.logRefusal(ctx, s, byAuth)
 		st.Close()
 		p.refuse()
 	case werr != nil:

@@ -73,13 +73,14 @@ func (r *logRecorder) find(msg string, want map[string]string) (slog.Record, boo
 // await waits up to d for a record that find would return.
 func (r *logRecorder) await(t *testing.T, d time.Duration, msg string, want map[string]string) slog.Record {
 	t.Helper()
-	var rec slog.Record
-	eventually(t, d, fmt.Sprintf("a log record %q with %v (have %s)", msg, want, r), func() bool {
-		var ok bool
-		rec, ok = r.find(msg, want)
-		return ok
-	})
-	return rec
+	for deadline := time.Now().Add(d); ; time.Sleep(5 * time.Millisecond) {
+		if rec, ok := r.find(msg, want); ok {
+			return rec
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for a log record %q with %v (have %s)", d, msg, want, r)
+		}
+	}
 }
 
 // atLeast returns the records at level or above.
