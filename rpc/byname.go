@@ -90,10 +90,7 @@ type route interface {
 // invokeOn makes a unary call through r: to the peer r chooses, and
 // again to the next one while resend allows, up to maxMoves times.
 func invokeOn(ctx context.Context, r route, method string, req, reply any, opts []CallOption) error {
-	cfg := r.directory().srv.cfg.peer.callConfig(opts)
-	if hs := r.directory().srv.cfg.peer.stats.calling; len(hs) != 0 {
-		cfg.extras().stats, ctx = startCallStats(ctx, hs, method, nil, opts)
-	}
+	cfg, ctx := r.directory().srv.cfg.peer.startCall(ctx, method, nil, opts)
 	again := resend{limit: maxMoves}
 	var p *Peer
 	for {
@@ -111,10 +108,7 @@ func invokeOn(ctx context.Context, r route, method string, req, reply any, opts 
 // newStreamOn begins a streaming call through r, as invokeOn makes a
 // unary one.
 func newStreamOn(ctx context.Context, r route, desc *StreamDesc, method string, opts []CallOption) (ClientStream, error) {
-	cfg := r.directory().srv.cfg.peer.callConfig(opts)
-	if hs := r.directory().srv.cfg.peer.stats.calling; len(hs) != 0 {
-		cfg.extras().stats, ctx = startCallStats(ctx, hs, method, desc, opts)
-	}
+	cfg, ctx := r.directory().srv.cfg.peer.startCall(ctx, method, desc, opts)
 	again := resend{limit: maxMoves}
 	var p *Peer
 	for {

@@ -33,10 +33,7 @@ func (p *Peer) Invoke(ctx context.Context, method string, req, reply any, opts .
 }
 
 func (p *Peer) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
-	cfg := p.cfg.callConfig(opts)
-	if len(p.cfg.stats.calling) != 0 {
-		cfg.extras().stats, ctx = startCallStats(ctx, p.cfg.stats.calling, method, nil, opts)
-	}
+	cfg, ctx := p.cfg.startCall(ctx, method, nil, opts)
 	return cfg.ended(p, p.invokeWith(ctx, method, req, reply, &cfg))
 }
 
@@ -314,10 +311,7 @@ func (p *Peer) NewStream(ctx context.Context, desc *StreamDesc, method string, o
 }
 
 func (p *Peer) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInterface, method string, opts ...CallOption) (ClientStream, error) {
-	cfg := p.cfg.callConfig(opts)
-	if len(p.cfg.stats.calling) != 0 {
-		cfg.extras().stats, ctx = startCallStats(ctx, p.cfg.stats.calling, method, desc, opts)
-	}
+	cfg, ctx := p.cfg.startCall(ctx, method, desc, opts)
 	cs, err := p.newStreamWith(ctx, desc, method, &cfg)
 	if err != nil {
 		return nil, cfg.ended(p, err)

@@ -121,10 +121,7 @@ func (c *Client) Invoke(ctx context.Context, method string, req, reply any, opts
 
 func (c *Client) invoke(ctx context.Context, method string, req, reply any, _ ClientConnInterface, opts ...CallOption) error {
 	wait := waitsForReady(opts)
-	cfg := c.cfg.callConfig(opts)
-	if len(c.cfg.stats.calling) != 0 {
-		cfg.extras().stats, ctx = startCallStats(ctx, c.cfg.stats.calling, method, nil, opts)
-	}
+	cfg, ctx := c.cfg.startCall(ctx, method, nil, opts)
 	var again resend // no bound on moves: sessions go away only so often
 	var p *Peer
 	for {
@@ -151,10 +148,7 @@ func (c *Client) NewStream(ctx context.Context, desc *StreamDesc, method string,
 
 func (c *Client) newStream(ctx context.Context, desc *StreamDesc, _ ClientConnInterface, method string, opts ...CallOption) (ClientStream, error) {
 	wait := waitsForReady(opts)
-	cfg := c.cfg.callConfig(opts)
-	if len(c.cfg.stats.calling) != 0 {
-		cfg.extras().stats, ctx = startCallStats(ctx, c.cfg.stats.calling, method, desc, opts)
-	}
+	cfg, ctx := c.cfg.startCall(ctx, method, desc, opts)
 	var again resend
 	var p *Peer
 	for {

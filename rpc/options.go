@@ -269,6 +269,18 @@ func (pc *peerConfig) callConfig(opts []CallOption) callConfig {
 	return applyCallOptions(c, opts)
 }
 
+// startCall returns the configuration of a call of method (desc is nil
+// for a unary one) with opts on sessions configured by pc, and the
+// call's context: on a side with stats handlers, tagged by them, and the
+// configuration reports the call to them.
+func (pc *peerConfig) startCall(ctx context.Context, method string, desc *StreamDesc, opts []CallOption) (callConfig, context.Context) {
+	c := pc.callConfig(opts)
+	if len(pc.stats.calling) != 0 {
+		c.extras().stats, ctx = startCallStats(ctx, pc.stats.calling, method, desc, opts)
+	}
+	return c, ctx
+}
+
 // applyCallOptions is apart from callConfig so that only calls with
 // options pay for c escaping into the options' functions.
 func applyCallOptions(c callConfig, opts []CallOption) callConfig {
