@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -98,22 +99,23 @@ func rawCall(ctx context.Context, p *Peer, wire []byte, end bool) (trailer, erro
 	}
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(5 * time.Second))
+	// A callee that answers before it has read the whole call (a call
+	// header over a limit, say) ends the stream with its trailer and then
+	// resets the rest of the call: the write fails, and the answer is
+	// still there to read, as Invoke reads it.
+	var werr error
 	if len(wire) > 0 {
-		if _, err := st.Write(wire); err != nil {
-			return trailer{}, err
-		}
+		_, werr = st.Write(wire)
 	}
-	if end {
-		if err := st.CloseWrite(); err != nil {
-			return trailer{}, err
-		}
+	if end && werr == nil {
+		werr = st.CloseWrite()
 	}
 	r := partReader{st: st, maxMsg: 1 << 20}
 	defer r.release()
 	for {
 		kind, payload, err := r.next()
 		if err != nil {
-			return trailer{}, fmt.Errorf("reading the answer: %w", err)
+			return trailer{}, errors.Join(werr, fmt.Errorf("reading the answer: %w", err))
 		}
 		switch kind {
 		case partResponseHeader, partMessage:
